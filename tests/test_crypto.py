@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import stat
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -200,6 +201,15 @@ def test_create_does_not_clobber_a_key_written_meanwhile(key_path: Path) -> None
     assert not write_secret_file(key_path, b"other", replace=False)
     assert load_key(key_path) == SECRET
     assert sorted(p.name for p in key_path.parent.iterdir()) == ["vendor.key"]
+
+
+def test_concurrent_creators_agree_on_one_key(key_path: Path) -> None:
+    with ProcessPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(load_or_create_key, [key_path] * 8))
+    assert len({key for key, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert load_key(key_path) == results[0][0]
+    assert [p.name for p in key_path.parent.iterdir()] == ["vendor.key"]
 
 
 # --- encrypted files ---------------------------------------------------------------------------
