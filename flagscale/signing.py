@@ -123,7 +123,7 @@ def _load_public_key(path: Path) -> Ed25519PublicKey:
         raise KeyFileError(f"{_PUBLIC_WHAT} {path} is not a valid PEM public key") from None
     if not isinstance(key, Ed25519PublicKey):
         raise KeyFileError(
-            f"{_PUBLIC_WHAT} {path} is a {_kind(key)} key; release signatures use Ed25519"
+            f"{_PUBLIC_WHAT} {path} holds an {_kind(key)} key; release signatures use Ed25519"
         )
     return key
 
@@ -150,7 +150,7 @@ def _load_private_key(path: Path) -> Ed25519PrivateKey:
         raise KeyFileError(f"{_PRIVATE_WHAT} {path} is not a valid PEM private key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(
-            f"{_PRIVATE_WHAT} {path} is a {_kind(key)} key; release signatures use Ed25519"
+            f"{_PRIVATE_WHAT} {path} holds an {_kind(key)} key; release signatures use Ed25519"
         )
     return key
 

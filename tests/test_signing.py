@@ -179,11 +179,12 @@ def test_non_ed25519_keys_are_refused(tmp_path: Path) -> None:
     ec_key = ec.generate_private_key(ec.SECP256R1())
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     for kind, key in (("EC", ec_key), ("RSA", rsa_key)):
+        expected = f"holds an {kind} key; release signatures use Ed25519"
         public = write(tmp_path / f"{kind}.pub.pem", pem_public(key), 0o644)
-        with pytest.raises(KeyFileError, match=f"is a {kind} key; release signatures use Ed25519"):
+        with pytest.raises(KeyFileError, match=expected):
             verify_bytes(MANIFEST, bytes(64), public, source="b")
         private = write(tmp_path / f"{kind}.pem", pem_private(key))
-        with pytest.raises(KeyFileError, match=f"is a {kind} key; release signatures use Ed25519"):
+        with pytest.raises(KeyFileError, match=expected):
             sign_bytes(MANIFEST, private)
 
 
