@@ -26,6 +26,7 @@ __all__ = [
     "generate_signing_keypair",
     "public_key_fingerprint",
     "sign_bytes",
+    "signer_fingerprint",
     "verify_bytes",
 ]
 
@@ -96,6 +97,11 @@ def verify_bytes(data: bytes, signature: bytes, public_path: Path, *, source: st
 def public_key_fingerprint(public_path: Path) -> str:
     """The fingerprint (``ed25519:<64 hex>``) of the Ed25519 public key in ``public_path``."""
     return _fingerprint(_load_public_key(Path(public_path)))
+
+
+def signer_fingerprint(private_path: Path) -> str:
+    """The fingerprint of the public half of the private key in ``private_path``."""
+    return _fingerprint(_load_private_key(Path(private_path)).public_key())
 
 
 def _fingerprint(public_key: Ed25519PublicKey) -> str:

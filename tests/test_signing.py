@@ -18,6 +18,7 @@ from flagscale.signing import (
     generate_signing_keypair,
     public_key_fingerprint,
     sign_bytes,
+    signer_fingerprint,
     verify_bytes,
 )
 
@@ -59,6 +60,7 @@ def test_fingerprint_is_sha256_of_raw_public_key(keypair: tuple[Path, Path, str]
     raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     assert fingerprint == "ed25519:" + hashlib.sha256(raw).hexdigest()
     assert public_key_fingerprint(public) == fingerprint
+    assert signer_fingerprint(keypair[0]) == fingerprint
 
 
 def test_sign_and_verify(keypair: tuple[Path, Path, str]) -> None:
@@ -137,6 +139,8 @@ def test_missing_key_files(tmp_path: Path) -> None:
         sign_bytes(MANIFEST, tmp_path / "absent.pem")
     with pytest.raises(KeyFileError, match="not found"):
         public_key_fingerprint(tmp_path / "absent.pem")
+    with pytest.raises(KeyFileError, match=r"signing private key .*absent.pem not found"):
+        signer_fingerprint(tmp_path / "absent.pem")
 
 
 def write(path: Path, data: bytes, mode: int = 0o600) -> Path:
