@@ -417,14 +417,29 @@ def flagscale_worktree_tree(ws: Workspace, *, exclude: Sequence[str] = WORKTREE_
         env = _worktree_env(ws, index)
         if git_ok(["rev-parse", "--verify", "-q", "HEAD^{commit}"], ws.root):
             git(["read-tree", "HEAD"], ws.root, env=env)
-        pathspec = [".", *(f":(exclude){folder}" for folder in exclude)]
-        git([*_CONTENT_CONFIG, "add", "-A", "--", *pathspec], ws.root, env=env)
+        git([*_CONTENT_CONFIG, "add", "-A", "--", *_add_pathspec(ws, exclude)], ws.root, env=env)
         entries = [
             e
             for e in _index_entries(ws.root, env)
             if e.mode != GITLINK and not _excluded(e.path, exclude)
         ]
     return _tree_from_entries(ws, entries)
+
+
+def _add_pathspec(ws: Workspace, exclude: Sequence[str]) -> list[str]:
+    """``.`` minus the excluded paths, as far as naming them is allowed.
+
+    git refuses an exclude pathspec that names an ignored path, so those are left out here
+    (ignored paths are not added anyway) and every exclusion is applied again afterwards.
+    """
+    ignored = git(
+        ["check-ignore", "-z", "--stdin"],
+        ws.root,
+        stdin=b"".join(path.encode() + b"\0" for path in exclude),
+        check=False,
+    ).split(b"\0")
+    skip = {name.decode() for name in ignored if name}
+    return [".", *(f":(exclude){path}" for path in exclude if path not in skip)]
 
 
 # --- comparing and exporting ------------------------------------------------------------------
