@@ -20,6 +20,54 @@ namespace = Collection()
 # --- workspace: unpatch / patch (flow 1) -------------------------------------------------------
 
 
+@task(
+    iterable=["backend"],
+    help={
+        "backend": "backend(s) to lay (default: every non-optional one); repeat or separate "
+        "with spaces/commas",
+        "mode": "how whole files are laid: symlink (edits go straight into backends/) or copy",
+        "force": "discard edits not in backends/, after saving them as a patch file",
+        "verbose": VERBOSE_HELP,
+    },
+)
+def unpatch(
+    c: Context,
+    backend: list[str] | None = None,
+    mode: str = "symlink",
+    force: bool = False,
+    verbose: bool = False,
+) -> None:
+    """Bring third_party/<backend> to its pin with FlagScale's base layer laid over it."""
+    from flagscale.overlay import unpatch as lay
+
+    report_errors(verbose, lambda: lay(None, split_names(backend), mode=mode, force=force))
+
+
+namespace.add_task(unpatch)
+
+
+@task(
+    iterable=["backend"],
+    help={
+        "backend": "backend(s) to harvest (default: every non-optional one); repeat or "
+        "separate with spaces/commas",
+        "force": "on a file changed both in backends/ and third_party/, keep third_party/'s "
+        "after saving backends/'s as a patch file",
+        "verbose": VERBOSE_HELP,
+    },
+)
+def patch(
+    c: Context, backend: list[str] | None = None, force: bool = False, verbose: bool = False
+) -> None:
+    """Write the edits made in third_party/<backend> back into backends/<backend>."""
+    from flagscale.harvest import patch as harvest
+
+    report_errors(verbose, lambda: harvest(None, split_names(backend), force=force))
+
+
+namespace.add_task(patch)
+
+
 # --- vendor patch sets, history, builds (flows 2 and 3) ----------------------------------------
 
 
