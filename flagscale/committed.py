@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 
 from flagscale.errors import FlagScaleError
-from flagscale.gitcli import git, git_text
+from flagscale.gitcli import git, git_ok, git_text
+from flagscale.patchset import parse_metadata
 from flagscale.paths import check_relative
 from flagscale.schema import validate
 from flagscale.workspace import DECLARATION
@@ -170,7 +171,7 @@ class CommittedTree:
                 hint="commit the patch set (inv patch) or fix the history",
             )
         source = self.where(metadata_path)
-        metadata = validate(_yaml(metadata_bytes, source), "patch-metadata", source)
+        metadata = parse_metadata(metadata_bytes, source).as_dict()
         patch_files: dict[str, bytes] = {}
         for patch in metadata["patches"]:
             path = f"{folder}/{check_relative(patch['file'], source)}"
@@ -243,8 +244,8 @@ def _yaml(data: bytes, source: str) -> Any:
 def history_commit(root: Path, device: str, device_history: dict[str, Any], backend: str) -> str:
     """The newest history commit recorded for ``backend`` of ``device``, over all its tasks.
 
-    Each list is oldest first; when the lists of several tasks end in different commits, the
-    one with the latest commit date wins.
+    Each list is oldest first. When the lists of several tasks end in different commits, the
+    one that descends from all the others wins; failing that, the latest commit date.
     """
     newest = sorted(
         {
@@ -254,12 +255,15 @@ def history_commit(root: Path, device: str, device_history: dict[str, Any], back
             if backend in key.split("+")
         }
     )
-    if len(newest) == 1:
-        return _existing(root, newest[0], device, backend)
     for commit in newest:
         _existing(root, commit, device, backend)
-    order = git_text(["rev-list", "--no-walk=sorted", *newest], root).split()
-    return order[0]
+    if len(newest) == 1:
+        return newest[0]
+    for commit in newest:
+        others = [o for o in newest if o != commit]
+        if all(git_ok(["merge-base", "--is-ancestor", o, commit], root) for o in others):
+            return commit
+    return git_text(["rev-list", "--no-walk=sorted", *newest], root).split()[0]
 
 
 def _existing(root: Path, commit: str, device: str, backend: str) -> str:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 
 from flagscale import crypto
+from flagscale.patchset import PatchMetadata, dump_metadata
 from tests.gitrepos import FileMap, commit_all, make_workspace, run_git, write_files
 
 BACKEND = "Megatron-LM"
@@ -106,30 +106,29 @@ def write_patch_set(
         if backend == "FlagScale"
         else run_git(rw.root, "rev-parse", f"{base}:third_party/{backend}")
     )
-    metadata = {
-        "version": 1,
-        "device_type": device,
-        "backend": backend,
-        "flagscale_base": base,
-        "backend_pin": pin,
-        "backend_version": "0.16.1",
-        "models": ["llama"],
-        "tasks": list(tasks),
-        "contact": "Vendor <vendor@example.invalid>",
-        "tool_version": "0.1.0",
-        "patches": [
+    metadata = PatchMetadata(
+        device_type=device,
+        backend=backend,
+        flagscale_base=base,
+        backend_pin=pin,
+        backend_version="0.16.1",
+        models=("llama",),
+        tasks=tuple(tasks),
+        contact="Vendor <vendor@example.invalid>",
+        tool_version="0.1.0",
+        patches=(
             {
                 "file": name,
                 "sha256": hashlib.sha256(stored).hexdigest(),
-                "encrypted": bool(key_path),
-            }
-        ],
-        "encryption": encryption,
-    }
+                "encrypted": key_path is not None,
+            },
+        ),
+        encryption=encryption,
+    )
     write_files(
         rw.root,
         {
-            f"{folder}/metadata.yaml": yaml.safe_dump(metadata, sort_keys=True),
+            f"{folder}/metadata.yaml": dump_metadata(metadata),
             f"{folder}/{name}": stored,
         },
     )

@@ -1,0 +1,120 @@
+"""The compatibility matrix as one self-contained HTML page: inline CSS, no scripts, no assets.
+
+The page is a pure function of the matrix document (``generated_at`` is left out), so the same
+repository state and smoke results give the same bytes.
+"""
+
+from __future__ import annotations
+
+from html import escape
+from typing import Any
+
+__all__ = ["render_html"]
+
+_CSS = """
+:root { color-scheme: light; }
+body { font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
+       margin: 2rem; color: #1a1a1a; background: #ffffff; }
+h1 { font-size: 1.4rem; margin: 0 0 .3rem; }
+p.meta { margin: .1rem 0; color: #444; }
+code { font: 13px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+table { border-collapse: collapse; margin-top: 1rem; }
+th, td { border: 1px solid #c8c8c8; padding: .35rem .6rem; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+td.status { font-weight: 600; white-space: nowrap; }
+.applies, .clean, .passed { background: #d8f3dc; color: #0b4d1e; }
+.drifting { background: #fff1c2; color: #5c4300; }
+.recorded { background: #dcecff; color: #0b3a6e; }
+.conflicts, .conflicting, .failed, .error { background: #ffd9d9; color: #7a0b0b; }
+.unknown, .none { background: #ececec; color: #333333; }
+td.detail { color: #444; font-size: 13px; max-width: 36rem; }
+ul.summary { list-style: none; padding: 0; display: flex; gap: .6rem; margin: .6rem 0 0; }
+ul.summary li { padding: .2rem .6rem; border-radius: .3rem; font-weight: 600; }
+"""
+
+_LABELS = {
+    "applies": "applies",
+    "conflicts": "conflicts",
+    "unknown": "unknown",
+    "error": "error",
+}
+
+
+def render_html(document: dict[str, Any]) -> str:
+    """The HTML page for a matrix document (the JSON that ``inv matrix --json`` writes)."""
+    rows = "\n".join(_row(row) for row in document["rows"])
+    pins = ", ".join(
+        f"{escape(name)} <code>{escape(pin)}</code>"
+        for name, pin in sorted(document["pins"].items())
+    )
+    empty = '<tr><td colspan="8">no patch sets in the history</td></tr>'
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>FlagScale compatibility matrix</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>FlagScale compatibility matrix</h1>
+<p class="meta">FlagScale commit <code>{escape(document["flagscale_commit"])}</code></p>
+<p class="meta">Current pins: {pins or "none"}</p>
+<p class="meta">Smoke results: {escape(document.get("results_dir") or "none given")}</p>
+{_summary(document["summary"])}
+<table id="matrix">
+<thead><tr><th>Device type</th><th>Backend</th><th>Tasks</th><th>Recorded base</th>
+<th>On its base</th><th>On current pins</th><th>Verdict</th><th>Last smoke</th></tr></thead>
+<tbody>
+{rows or empty}
+</tbody>
+</table>
+</body>
+</html>
+"""
+
+
+def _summary(summary: dict[str, int]) -> str:
+    items = "".join(
+        f'<li class="{escape(name)}">{escape(name)}: {count}</li>'
+        for name, count in summary.items()
+    )
+    return f'<ul class="summary">{items}</ul>'
+
+
+def _row(row: dict[str, Any]) -> str:
+    smoke = row["smoke"]
+    smoke_text = smoke["status"]
+    if smoke.get("case"):
+        smoke_text += f" ({smoke['case']}, {smoke['finished_at']})"
+    smoke_title = smoke.get("reason") or ""
+    base = row["flagscale_base"]
+    cells = [
+        f"<td>{escape(row['device_type'])}</td>",
+        f"<td>{escape(row['backend'])}</td>",
+        f"<td>{escape(', '.join(row['tasks']))}</td>",
+        f'<td><code title="{escape(base)}">{escape(base[:12])}</code></td>',
+        _check_cell(row["on_base"]),
+        _check_cell(row["on_current"]),
+        f'<td class="status {escape(row["verdict"])}">{escape(row["verdict"])}</td>',
+        f'<td class="status {escape(smoke["status"])}" title="{escape(smoke_title)}">'
+        f"{escape(smoke_text)}</td>",
+    ]
+    line = (
+        f'<tr data-device="{escape(row["device_type"])}" data-backend="{escape(row["backend"])}">'
+        + "".join(cells)
+        + "</tr>"
+    )
+    details = [row["on_base"].get("detail"), row["on_current"].get("detail")]
+    notes = "; ".join(escape(d) for d in details if d)
+    if notes:
+        line += f'\n<tr class="note"><td></td><td class="detail" colspan="7">{notes}</td></tr>'
+    return line
+
+
+def _check_cell(check: dict[str, Any]) -> str:
+    status = check["status"]
+    text = _LABELS.get(status, status)
+    if check.get("reason"):
+        text += f" ({check['reason']})"
+    return f'<td class="status {escape(status)}">{escape(text)}</td>'

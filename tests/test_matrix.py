@@ -1,0 +1,384 @@
+"""The compatibility matrix over real patch sets: clean, drifting (pin bump and base-layer
+change), conflicting and encrypted device types, with smoke results and all three outputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from flagscale.errors import FlagScaleError
+from flagscale.matrix import build_matrix, render_table, run_matrix, write_outputs
+from flagscale.matrix_html import render_html
+from flagscale.schema import schema_for
+from flagscale.workspace import load_workspace
+from tests.gitrepos import commit_all, inv, run_git, write_files
+from tests.release_fixtures import (
+    BACKEND,
+    UPSTREAM,
+    ReleaseWorkspace,
+    bump_pin,
+    isolated_git,
+    make_patch,
+    make_release_workspace,
+    record_history,
+    write_patch_set,
+)
+
+A, B, C = (f"megatron/core/{name}.py" for name in "abc")
+
+
+def edit_line(path: str, number: int, text: str) -> dict[str, str]:
+    """The upstream file ``path`` with line ``number`` replaced by ``text``."""
+    lines = str(UPSTREAM[path]).splitlines(keepends=True)
+    lines[number - 1] = text + "\n"
+    return {path: "".join(lines)}
+
+
+def build_scenario(tmp: Path) -> dict[str, Any]:
+    rw = make_release_workspace(tmp)
+    base, pin = rw.head(), rw.pin
+    key = tmp / "keys" / "secret.key"
+
+    def upstream_patch(changes: dict[str, str], before: dict[str, str] | None = None) -> bytes:
+        return make_patch(rw.upstream, pin, changes, before=before)
+
+    write_patch_set(rw, "Clean_A1", BACKEND, upstream_patch(edit_line(A, 2, "clean")), base=base)
+    flagscale_patch = make_patch(rw.root, base, {"README.md": "FlagScale for Clean_A1\n"})
+    write_patch_set(rw, "Clean_A1", "FlagScale", flagscale_patch, base=base)
+    write_patch_set(
+        rw, "Drift_B1", BACKEND, upstream_patch(edit_line(B, 10, "vendor b")), base=base
+    )
+    write_patch_set(
+        rw, "Drift_C1", BACKEND, upstream_patch(edit_line(C, 10, "vendor c")), base=base
+    )
+    conflicting = upstream_patch(edit_line(A, 5, "theirs"), before=edit_line(A, 5, "elsewhere"))
+    write_patch_set(rw, "Conflict_D1", BACKEND, conflicting, base=base)
+    secret = upstream_patch(edit_line(A, 15, "secret"))
+    write_patch_set(rw, "Secret_E1", BACKEND, secret, base=base, key_path=key)
+    sets = commit_all(rw.root, "vendor patch sets")
+    history = {
+        "Clean_A1": {"train": {f"FlagScale+{BACKEND}": [sets]}},
+        "Drift_B1": {"train": {BACKEND: [sets]}},
+        "Drift_C1": {"train": {BACKEND: [sets]}, "inference": {BACKEND: [sets]}},
+        "Conflict_D1": {"train": {BACKEND: [sets]}},
+        "Secret_E1": {"train": {BACKEND: [sets]}},
+    }
+    record_history(rw, history)
+    # Drift: the pin moves under Drift_B1's hunk, and the base layer replaces Drift_C1's file.
+    bump_pin(rw, edit_line(B, 10, "upstream moved b"))
+    layered = edit_line(C, 10, "FlagScale's own c")
+    write_files(rw.root, {f"backends/{BACKEND}/{C}": layered[C]})
+    head = commit_all(rw.root, "base layer changes c.py")
+    results = tmp / "logs" / "smoke"
+    result = {"version": 1, "case": "tiny_gpt", "reason": None, "losses": [], "golden": None}
+    write_files(
+        results,
+        {
+            "Clean_A1/old/result.json": json.dumps(
+                {**result, "device_type": "Clean_A1", "status": "failed", "reason": "diverged"}
+            ),
+            "Clean_A1/tiny_gpt/result.json": json.dumps(
+                {**result, "device_type": "Clean_A1", "status": "passed"}
+            ),
+            "Drift_B1/tiny_gpt/result.json": json.dumps(
+                {**result, "device_type": "Drift_B1", "status": "failed", "reason": "step 3"}
+            ),
+            "broken/result.json": "{not json",
+            "other/result.json": json.dumps(["not", "an", "object"]),
+        },
+    )
+    os.utime(results / "Clean_A1/old/result.json", (1735689600, 1735689600))  # 2025-01-01
+    os.utime(results / "Clean_A1/tiny_gpt/result.json", (1738368000, 1738368000))  # 2025-02-01
+    return {"rw": rw, "base": base, "sets": sets, "head": head, "key": key, "results": results}
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("matrix")
+    with isolated_git(tmp_path_factory.mktemp("matrix-home")):
+        return build_scenario(tmp)
+
+
+def rows_by_key(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(row["device_type"], row["backend"]): row for row in document["rows"]}
+
+
+def test_matrix_tells_clean_drifting_conflicting_and_encrypted_apart(
+    scenario: dict[str, Any],
+) -> None:
+    rw: ReleaseWorkspace = scenario["rw"]
+    document = build_matrix(load_workspace(rw.root), results_dir=scenario["results"])
+    rows = rows_by_key(document)
+    assert list(rows) == [
+        ("Clean_A1", "FlagScale"),
+        ("Clean_A1", BACKEND),
+        ("Conflict_D1", BACKEND),
+        ("Drift_B1", BACKEND),
+        ("Drift_C1", BACKEND),
+        ("Secret_E1", BACKEND),
+    ]
+    verdicts = {key: row["verdict"] for key, row in rows.items()}
+    assert verdicts == {
+        ("Clean_A1", "FlagScale"): "clean",
+        ("Clean_A1", BACKEND): "clean",
+        ("Conflict_D1", BACKEND): "conflicting",
+        ("Drift_B1", BACKEND): "drifting",
+        ("Drift_C1", BACKEND): "drifting",
+        ("Secret_E1", BACKEND): "unknown",
+    }
+    drift_b = rows[("Drift_B1", BACKEND)]
+    assert drift_b["on_base"]["status"] == "applies"
+    assert drift_b["on_current"]["status"] == "conflicts"
+    assert f"patch failed: {B}:" in drift_b["on_current"]["detail"]
+    assert drift_b["backend_pin"] != drift_b["current_pin"] == rw.pin
+    drift_c = rows[("Drift_C1", BACKEND)]
+    # The pin bump did not touch c.py: its drift comes from the base layer alone.
+    assert f"patch failed: {C}:" in drift_c["on_current"]["detail"]
+    assert drift_c["tasks"] == ["inference", "train"]
+    conflict = rows[("Conflict_D1", BACKEND)]
+    assert conflict["on_base"]["status"] == conflict["on_current"]["status"] == "conflicts"
+    assert f"patch failed: {A}:" in conflict["on_base"]["detail"]
+    secret = rows[("Secret_E1", BACKEND)]
+    assert secret["encrypted"] is True
+    assert secret["on_base"] == secret["on_current"]
+    assert secret["on_base"]["status"] == "unknown"
+    assert secret["on_base"]["reason"] == "encrypted"
+    assert "pass --key-path for key fsk1-" in secret["on_base"]["detail"]
+    assert {key: row["flagscale_base"] for key, row in rows.items()} == dict.fromkeys(
+        rows, scenario["base"]
+    )
+    assert document["flagscale_commit"] == scenario["head"]
+    assert document["pins"] == {BACKEND: rw.pin}
+    assert document["summary"] == {"clean": 2, "drifting": 2, "conflicting": 1, "unknown": 1}
+
+
+def test_smoke_results_newest_per_device_and_none_when_absent(scenario: dict[str, Any]) -> None:
+    document = build_matrix(load_workspace(scenario["rw"].root), results_dir=scenario["results"])
+    smoke = {key: row["smoke"] for key, row in rows_by_key(document).items()}
+    assert smoke[("Clean_A1", BACKEND)] == {
+        "status": "passed",
+        "case": "tiny_gpt",
+        "reason": None,
+        "finished_at": "2025-02-01T00:00:00Z",
+        "result": "Clean_A1/tiny_gpt/result.json",
+    }
+    assert smoke[("Drift_B1", BACKEND)]["status"] == "failed"
+    assert smoke[("Drift_B1", BACKEND)]["reason"] == "step 3"
+    assert smoke[("Conflict_D1", BACKEND)] == {"status": "none"}
+    without = build_matrix(load_workspace(scenario["rw"].root))
+    assert {row["smoke"]["status"] for row in without["rows"]} == {"none"}
+    assert without["results_dir"] is None
+
+
+def test_missing_results_folder_is_an_error(scenario: dict[str, Any], tmp_path: Path) -> None:
+    with pytest.raises(FlagScaleError, match="smoke results folder .*nowhere does not exist"):
+        build_matrix(load_workspace(scenario["rw"].root), results_dir=tmp_path / "nowhere")
+
+
+def test_key_path_opens_encrypted_sets(scenario: dict[str, Any], tmp_path: Path) -> None:
+    document = build_matrix(load_workspace(scenario["rw"].root), key_paths=[scenario["key"]])
+    secret = rows_by_key(document)[("Secret_E1", BACKEND)]
+    assert secret["verdict"] == "clean"
+
+    from flagscale import crypto
+
+    other, _ = crypto.load_or_create_key(tmp_path / "other.key")
+    document = build_matrix(load_workspace(scenario["rw"].root), key_paths=[tmp_path / "other.key"])
+    assert rows_by_key(document)[("Secret_E1", BACKEND)]["verdict"] == "unknown"
+
+
+def test_matrix_never_touches_the_work_tree_index_or_branch(scenario: dict[str, Any]) -> None:
+    root = scenario["rw"].root
+    state = [
+        run_git(root, "status", "--porcelain", "--ignore-submodules=none"),
+        run_git(root, "rev-parse", "HEAD"),
+        (root / ".git" / "index").read_bytes(),
+        run_git(root / "third_party" / BACKEND, "status", "--porcelain"),
+        run_git(root, "stash", "list"),
+    ]
+    build_matrix(load_workspace(root), key_paths=[scenario["key"]])
+    assert state == [
+        run_git(root, "status", "--porcelain", "--ignore-submodules=none"),
+        run_git(root, "rev-parse", "HEAD"),
+        (root / ".git" / "index").read_bytes(),
+        run_git(root / "third_party" / BACKEND, "status", "--porcelain"),
+        run_git(root, "stash", "list"),
+    ]
+    leftovers = list((root / ".git" / "flagscale" / "scratch.git").glob("matrix-*"))
+    assert leftovers == []
+
+
+def test_outputs_json_schema_html_and_table(scenario: dict[str, Any], tmp_path: Path) -> None:
+    ws = load_workspace(scenario["rw"].root)
+    document = build_matrix(ws, results_dir=scenario["results"])
+    write_outputs(document, json_path=tmp_path / "m.json", html_path=tmp_path / "m.html")
+    loaded = json.loads((tmp_path / "m.json").read_text())
+    assert loaded == document
+    assert not list(Draft202012Validator(schema_for("matrix")).iter_errors(loaded))
+
+    html = (tmp_path / "m.html").read_text()
+    assert html.count("<tr data-device=") == 6
+    assert '<tr data-device="Drift_B1" data-backend="Megatron-LM">' in html
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    assert "<style>" in html and "<link" not in html
+    assert document["generated_at"] not in html
+
+    again = build_matrix(ws, results_dir=scenario["results"])
+    assert render_html(again) == html  # deterministic given the inputs
+    assert {**again, "generated_at": ""} == {**document, "generated_at": ""}
+
+    table = render_table(document)
+    lines = table.splitlines()
+    assert lines[0].split() == [
+        "DEVICE",
+        "TYPE",
+        "BACKEND",
+        "BASE",
+        "ON",
+        "BASE",
+        "ON",
+        "CURRENT",
+        "PINS",
+        "VERDICT",
+        "SMOKE",
+    ]
+    assert "\x1b[" not in table
+    column = lines[0].index("VERDICT")
+    assert [line[column:].split()[0] for line in lines[1:7]] == [
+        "clean",
+        "clean",
+        "conflicting",
+        "drifting",
+        "drifting",
+        "unknown",
+    ]
+    assert "unknown (encrypted)" in table
+    assert lines[-1] == (
+        f"6 patch sets at {scenario['head']}: 2 clean, 2 drifting, 1 conflicting, 1 unknown"
+    )
+    coloured = render_table(document, color=True)
+    assert "\x1b[32mclean" in coloured and "\x1b[31mconflicting" in coloured
+    assert "\x1b[33mdrifting" in coloured
+
+
+class FakeTerminal(io.StringIO):
+    """A text stream that says it is a terminal (run_matrix colours only then)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_run_matrix_colours_only_on_a_terminal_and_strict_fails(
+    scenario: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = load_workspace(scenario["rw"].root)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    plain, tty = io.StringIO(), FakeTerminal()
+    run_matrix(ws, stream=plain)
+    run_matrix(ws, stream=tty)
+    assert "\x1b[" not in plain.getvalue() and "\x1b[32m" in tty.getvalue()
+    monkeypatch.setenv("NO_COLOR", "1")
+    no_colour = FakeTerminal()
+    run_matrix(ws, stream=no_colour)
+    assert "\x1b[" not in no_colour.getvalue()
+    with pytest.raises(FlagScaleError) as caught:
+        run_matrix(ws, stream=io.StringIO(), strict=True)
+    assert "4 patch set(s) are not clean: Conflict_D1/Megatron-LM (conflicting)" in str(
+        caught.value
+    )
+
+
+def test_inv_matrix_writes_files_and_prints_the_table(
+    scenario: dict[str, Any], tmp_path: Path
+) -> None:
+    root = scenario["rw"].root
+    result = inv(
+        root,
+        "matrix",
+        "--json",
+        str(tmp_path / "m.json"),
+        "--html",
+        str(tmp_path / "m.html"),
+        "--results",
+        str(scenario["results"]),
+        "--key-path",
+        str(scenario["key"]),
+    )
+    assert "Secret_E1" in result.stdout and "\x1b[" not in result.stdout
+    assert "matrix: [6/6] Secret_E1 Megatron-LM" in result.stderr  # one line per step in logs
+    document = json.loads((tmp_path / "m.json").read_text())
+    assert document["summary"] == {"clean": 3, "drifting": 2, "conflicting": 1, "unknown": 0}
+    assert (tmp_path / "m.html").read_text().startswith("<!DOCTYPE html>")
+    default_results = root / "logs" / "smoke"
+    shutil.copytree(scenario["results"], default_results, copy_function=shutil.copy2)
+    try:
+        plain = inv(root, "matrix", "--json", str(tmp_path / "default.json"))
+    finally:
+        shutil.rmtree(root / "logs")
+    assert "passed" in plain.stdout
+    assert json.loads((tmp_path / "default.json").read_text())["results_dir"] == str(
+        default_results
+    )
+    strict = inv(root, "matrix", "--strict", check=False)
+    assert strict.returncode == 1
+    assert strict.stderr.strip().splitlines()[-1].startswith("error: 4 patch set(s) are not clean")
+
+
+def test_unavailable_base_commit_is_reported_per_row(tmp_path: Path) -> None:
+    rw = make_release_workspace(tmp_path)
+    base = rw.head()
+    write_patch_set(
+        rw, "Gone_G1", BACKEND, make_patch(rw.upstream, rw.pin, edit_line(A, 3, "g")), base=base
+    )
+    metadata = rw.root / "hardware" / "Gone_G1" / BACKEND / "metadata.yaml"
+    metadata.write_text(metadata.read_text().replace(base, "f" * 40))
+    sets = commit_all(rw.root, "set with an unknown base")
+    record_history(rw, {"Gone_G1": {"train": {BACKEND: [sets]}}})
+    row = build_matrix(load_workspace(rw.root))["rows"][0]
+    assert row["on_base"]["status"] == "error"
+    assert f"commit '{'f' * 40}' does not exist" in row["on_base"]["detail"]
+    assert row["on_current"]["status"] == "applies"
+    assert row["verdict"] == "unknown"
+
+
+def test_history_commit_missing_from_the_clone_is_named(tmp_path: Path) -> None:
+    rw = make_release_workspace(tmp_path)
+    record_history(rw, {"Lost_L1": {"train": {BACKEND: ["2" * 40]}}})
+    with pytest.raises(FlagScaleError, match=f"commit {'2' * 40} recorded for Lost_L1 Megatron-LM"):
+        build_matrix(load_workspace(rw.root))
+
+
+def test_no_history_says_so(tmp_path: Path) -> None:
+    rw = make_release_workspace(tmp_path)
+    result = inv(rw.root, "matrix", check=False)
+    assert result.returncode == 1
+    assert "hardware/patch_history.yaml at" in result.stderr and "does not exist" in result.stderr
+
+
+def test_newest_history_commit_wins_across_tasks(tmp_path: Path) -> None:
+    rw = make_release_workspace(tmp_path)
+    base = rw.head()
+    write_patch_set(
+        rw, "Two_T1", BACKEND, make_patch(rw.upstream, rw.pin, edit_line(A, 3, "1")), base=base
+    )
+    first = commit_all(rw.root, "first set")
+    write_patch_set(
+        rw, "Two_T1", BACKEND, make_patch(rw.upstream, rw.pin, edit_line(A, 3, "2")), base=base
+    )
+    second = commit_all(rw.root, "second set")
+    record_history(rw, {"Two_T1": {"train": {BACKEND: [first]}, "inference": {BACKEND: [second]}}})
+    ws = load_workspace(rw.root)
+    from flagscale.committed import CommittedState
+
+    state = CommittedState(ws.root)
+    assert state.patch_set("Two_T1", BACKEND).commit == second
+    record_history(rw, {"Two_T1": {"train": {BACKEND: [second]}, "inference": {BACKEND: [first]}}})
+    assert CommittedState(ws.root).patch_set("Two_T1", BACKEND).commit == second
+    assert os.environ.get("GIT_INDEX_FILE") is None
