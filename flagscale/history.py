@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,10 +41,12 @@ __all__ = [
     "CheckReport",
     "HistoryEntry",
     "backend_key",
+    "check_command",
     "check_history",
     "dump_history",
     "entries_of",
     "load_history",
+    "record_command",
     "record_history",
     "resolve",
     "write_history",
@@ -649,3 +652,39 @@ def _newest(ws: Workspace, device_type: str, entries: list[HistoryEntry]) -> His
         f"{device_type} has several history entries to choose from ({choices})",
         hint="pass --task (and --backend) to pick one",
     )
+
+
+# --- the commands ------------------------------------------------------------------------------
+
+
+def record_command(
+    device_type: str, *, tasks: list[str], backends: list[str], commit: str | None = None
+) -> list[HistoryEntry]:
+    """``inv record-history``: record in the current workspace's history file."""
+    from flagscale.workspace import find_workspace
+
+    entries = record_history(find_workspace(), device_type, tasks, backends, commit)
+    print(f"{HISTORY} written; commit it (git commit -- {HISTORY})")
+    return entries
+
+
+def check_command(*, repair: bool = False) -> CheckReport:
+    """``inv check-history``: print what was repaired and fail on each problem left."""
+    from flagscale.workspace import find_workspace
+
+    report = check_history(find_workspace(), repair=repair)
+    for line in report.repaired:
+        print(f"repaired: {line}")
+    if report.written:
+        print(f"{HISTORY} written; commit it (git commit -- {HISTORY})")
+    if report.problems:
+        for line in report.problems[:-1]:
+            print(f"error: {line}", file=sys.stderr)
+        raise FlagScaleError(
+            report.problems[-1],
+            hint=f"{len(report.problems)} problem(s); fix by hand"
+            + ("" if repair else " or try `inv check-history --repair`"),
+        )
+    if not report.repaired:
+        print(f"{HISTORY}: ok")
+    return report

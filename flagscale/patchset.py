@@ -25,7 +25,7 @@ import yaml
 
 from flagscale import __version__
 from flagscale.errors import FlagScaleError
-from flagscale.gitcli import git, git_ok, git_text
+from flagscale.gitcli import GitError, git, git_ok, git_text
 from flagscale.paths import check_relative
 from flagscale.schema import parse_document, validate
 from flagscale.trees import (
@@ -57,6 +57,7 @@ __all__ = [
     "encryption_name",
     "load_patch_set",
     "parse_metadata",
+    "patch_command",
     "read_metadata",
     "set_folder",
 ]
@@ -472,8 +473,13 @@ def _previous_ci(ws: Workspace, device: str, backend: str) -> dict | None:
         return None
 
 
-def _recover_interrupted(folder: Path) -> None:
-    """Finish what a killed run left in ``hardware/<device>/``: put old sets back, drop new."""
+def _recover_interrupted(ws: Workspace, folder: Path) -> None:
+    """Finish what a killed run left in ``hardware/<device>/`` (see ``_swap_in``).
+
+    A ``.<backend>.new-*`` folder was never swapped in: dropped. A ``.<backend>.old-*`` folder
+    holds the previous set (empty: there was none): if the new set was committed it is dropped,
+    otherwise the previous set is put back and the new one unstaged.
+    """
     if not folder.is_dir():
         return
     for entry in sorted(folder.iterdir()):
@@ -482,10 +488,16 @@ def _recover_interrupted(folder: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         elif name.startswith(".") and _OLD in name:
             target = folder / name[1:].split(_OLD)[0]
-            if target.exists():
+            relative = target.relative_to(ws.root).as_posix()
+            if target.exists() and not _status(ws, relative):
                 shutil.rmtree(entry, ignore_errors=True)
             else:
-                os.rename(entry, target)
+                git(["reset", "-q", "--", relative], ws.root, check=False)
+                _swap_back(entry, target)
+
+
+def _status(ws: Workspace, relative: str) -> bytes:
+    return git(["status", "--porcelain", "-z", "--untracked-files=all", "--", relative], ws.root)
 
 
 def _stage_folder(folder: Path, backend: str, files: dict[str, bytes]) -> Path:
@@ -497,27 +509,52 @@ def _stage_folder(folder: Path, backend: str, files: dict[str, bytes]) -> Path:
     return staged
 
 
-def _swap_in(staged: Path, target: Path) -> None:
+def _swap_in(staged: Path, target: Path) -> Path:
+    """Move ``staged`` to ``target``, keeping the previous set beside it until committed."""
     old = target.parent / f".{target.name}{_OLD}{secrets.token_hex(4)}"
     if target.exists():
         os.rename(target, old)
+    else:
+        old.mkdir()  # an empty old folder: there was no previous set
     os.rename(staged, target)
-    shutil.rmtree(old, ignore_errors=True)
+    return old
+
+
+def _swap_back(old: Path, target: Path) -> None:
+    if target.exists():
+        shutil.rmtree(target)
+    if any(old.iterdir()):
+        os.rename(old, target)
+    else:
+        old.rmdir()
 
 
 # --- committing --------------------------------------------------------------------------------
 
+_CONTENT = ("-c", "core.autocrlf=false", "-c", "core.safecrlf=false")
 
-def _commit(ws: Workspace, paths: list[str], written: dict[str, bytes], message: str) -> bool:
+
+def _check_filters(ws: Workspace, written: dict[str, bytes]) -> None:
+    """Refuse before writing when a git filter (eol, clean) would change a set file's bytes."""
+    for path, data in written.items():
+        raw = git(["hash-object", "--no-filters", "--stdin"], ws.root, stdin=data)
+        filtered = git([*_CONTENT, "hash-object", "--path", path, "--stdin"], ws.root, stdin=data)
+        if raw != filtered:
+            raise FlagScaleError(
+                f"git would change the bytes of {path} when committing (an eol or filter"
+                " attribute applies to it)",
+                hint=f"add `{HARDWARE}/** -text -filter` to .gitattributes and run inv patch again",
+            )
+
+
+def _commit(ws: Workspace, paths: list[str], message: str) -> bool:
     """Commit exactly ``paths``; other staged changes stay staged. False when nothing changed."""
-    content = ["-c", "core.autocrlf=false", "-c", "core.safecrlf=false"]
-    git([*content, "add", "-A", "--", *paths], ws.root)
-    _check_stored_bytes(ws, paths, written)
+    git([*_CONTENT, "add", "-A", "--", *paths], ws.root)
     if not git(["diff", "--cached", "--name-only", "HEAD", "--", *paths], ws.root).strip():
         return False
     git(
         [
-            *content,
+            *_CONTENT,
             "-c",
             "user.useConfigOnly=true",
             "commit",
@@ -534,22 +571,40 @@ def _commit(ws: Workspace, paths: list[str], written: dict[str, bytes], message:
     return True
 
 
-def _check_stored_bytes(ws: Workspace, paths: list[str], written: dict[str, bytes]) -> None:
-    """Refuse when a git filter (eol, clean) would change the bytes of a patch set file."""
-    raw = git(["ls-files", "-s", "-z", "--", *paths], ws.root)
-    staged = {}
-    for record in filter(None, raw.split(b"\0")):
-        meta, _, name = record.partition(b"\t")
-        staged[name.decode("utf-8", "surrogateescape")] = meta.decode().split(" ")[1]
-    for path, data in written.items():
-        expected = git(["hash-object", "--no-filters", "--stdin"], ws.root, stdin=data).strip()
-        if staged.get(path) != expected.decode():
-            git(["reset", "-q", "--", *paths], ws.root)
+def _write_and_commit(ws: Workspace, sets: dict[str, dict[str, bytes]], message: str) -> bool:
+    """Swap the new sets in and commit them; on any failure put the previous sets back."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for folder, files in sets.items():
+            target = ws.path(folder)
+            staged.append((_stage_folder(target.parent, target.name, files), target))
+    except BaseException:
+        for temporary, _target in staged:
+            shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    head = git_text(["rev-parse", "HEAD"], ws.root)
+    swapped: list[tuple[Path, Path]] = []
+    try:
+        for temporary, target in staged:
+            swapped.append((_swap_in(temporary, target), target))
+        committed = _commit(ws, list(sets), message)
+    except BaseException as exc:
+        if git_text(["rev-parse", "HEAD"], ws.root) != head:
+            raise
+        git(["reset", "-q", "--", *sets], ws.root, check=False)
+        for old, target in reversed(swapped):
+            _swap_back(old, target)
+        for temporary, _target in staged[len(swapped) :]:
+            shutil.rmtree(temporary, ignore_errors=True)
+        if isinstance(exc, GitError):
             raise FlagScaleError(
-                f"git would change the bytes of {path} when committing (an eol or filter"
-                " attribute, or core.autocrlf)",
-                hint=f"add `{HARDWARE}/** -text -filter` to .gitattributes and run inv patch again",
-            )
+                f"could not commit the patch sets: {exc}",
+                hint="the previous sets are back in place; fix that and run inv patch again",
+            ) from exc
+        raise
+    for old, _target in swapped:
+        shutil.rmtree(old, ignore_errors=True)
+    return committed
 
 
 # --- the flow ----------------------------------------------------------------------------------
@@ -562,8 +617,7 @@ def create_patch_sets(ws: Workspace, request: PatchRequest) -> list[Path]:
     backends = _check_backends(ws, request.backends)
     base = resolve_commit(ws, request.commit)
     check_identity(ws)
-    device_folder = ws.path(f"{HARDWARE}/{device}")
-    _recover_interrupted(device_folder)
+    _recover_interrupted(ws, ws.path(f"{HARDWARE}/{device}"))
     _check_hardware_clean(ws)
     pieces = _gather_pieces(request)
 
@@ -580,32 +634,28 @@ def create_patch_sets(ws: Workspace, request: PatchRequest) -> list[Path]:
     _warn_left_out(ws, base, backends, request.report)
 
     key = _load_key(request)
-    staged: list[tuple[Path, Path]] = []
-    written: dict[str, bytes] = {}
-    try:
-        for patch in patches:
-            files = _set_files(
-                ws, patch, pieces, request, base, key, _previous_ci(ws, device, patch.backend)
-            )
-            folder = set_folder(device, patch.backend)
-            written.update({f"{folder}/{name}": data for name, data in files.items()})
-            staged.append((_stage_folder(device_folder, patch.backend, files), ws.path(folder)))
-    except BaseException:
-        for temporary, _target in staged:
-            shutil.rmtree(temporary, ignore_errors=True)
-        raise
-    for temporary, target in staged:
-        _swap_in(temporary, target)
-
-    paths = [set_folder(device, name) for name in backends]
-    committed = _commit(ws, paths, written, pieces.message)
+    sets = {
+        set_folder(device, patch.backend): _set_files(
+            ws, patch, pieces, request, base, key, _previous_ci(ws, device, patch.backend)
+        )
+        for patch in patches
+    }
+    _check_filters(
+        ws,
+        {
+            f"{folder}/{name}": data
+            for folder, files in sets.items()
+            for name, data in files.items()
+        },
+    )
+    committed = _write_and_commit(ws, sets, pieces.message)
+    for folder in sets:
+        request.report(f"wrote {folder}/")
     head = git_text(["rev-parse", "HEAD"], ws.root)
-    for path in paths:
-        request.report(f"wrote {path}/")
     request.report(
         f"committed {head}" if committed else "patch sets unchanged: nothing new to commit"
     )
-    return [ws.path(path) for path in paths]
+    return [ws.path(folder) for folder in sets]
 
 
 def _load_key(request: PatchRequest) -> bytes | None:
@@ -707,3 +757,46 @@ def load_patch_set(
             )
         patches.append(data)
     return LoadedPatchSet(metadata, tuple(patches))
+
+
+# --- the command -------------------------------------------------------------------------------
+
+
+def patch_command(
+    device_type: str | None,
+    *,
+    tasks: list[str],
+    backends: list[str],
+    commit: str | None,
+    key_path: str | None = None,
+    backend_version: str | None = None,
+    models: list[str] | None = None,
+    message: str | None = None,
+    contact: str | None = None,
+) -> list[Path]:
+    """``inv patch --device-type ...``: make the sets in the current workspace and commit them."""
+    from flagscale.workspace import find_workspace
+
+    if device_type is None:
+        raise FlagScaleError(
+            "--task, --commit, --key-path, --backend-version, --models, --message and --contact"
+            " belong to vendor patch sets",
+            hint="add --device-type Vendor_Model",
+        )
+    if not commit:
+        raise FlagScaleError(
+            "missing --commit: the FlagScale commit your adaptation is based on",
+            hint="pass --commit <sha>",
+        )
+    request = PatchRequest(
+        device_type=device_type,
+        tasks=tasks,
+        backends=backends,
+        commit=commit,
+        key_path=Path(key_path).expanduser() if key_path else None,
+        backend_version=backend_version,
+        models=models or None,
+        message=message,
+        contact=contact,
+    )
+    return create_patch_sets(find_workspace(), request)
