@@ -47,21 +47,56 @@ namespace.add_task(unpatch)
 
 
 @task(
-    iterable=["backend"],
+    iterable=["backend", "task", "models"],
     help={
         "backend": "backend(s) to harvest (default: every non-optional one); repeat or "
         "separate with spaces/commas",
         "force": "on a file changed both in backends/ and third_party/, keep third_party/'s "
         "after saving backends/'s as a patch file",
+        "device_type": "vendor: write patch sets to hardware/<Vendor_Model>/ and commit them",
+        "task": "vendor: task(s) the sets serve: train, inference, post_train",
+        "commit": "vendor: the FlagScale commit the adaptation is based on",
+        "key_path": "vendor: encrypt the patches with this key file (made 0600 if absent)",
+        "backend_version": "vendor: version of the adapted backend (asked if missing)",
+        "models": "vendor: models adapted (asked if missing)",
+        "message": "vendor: commit message (asked if missing)",
+        "contact": "vendor: who users ask, e.g. for the key (asked if missing)",
         "verbose": VERBOSE_HELP,
     },
 )
 def patch(
-    c: Context, backend: list[str] | None = None, force: bool = False, verbose: bool = False
+    c: Context,
+    backend: list[str] | None = None,
+    force: bool = False,
+    device_type: str | None = None,
+    task: list[str] | None = None,
+    commit: str | None = None,
+    key_path: str | None = None,
+    backend_version: str | None = None,
+    models: list[str] | None = None,
+    message: str | None = None,
+    contact: str | None = None,
+    verbose: bool = False,
 ) -> None:
-    """Write the edits made in third_party/<backend> back into backends/<backend>."""
+    """Write third_party/ edits back into backends/ (vendors: --device-type → hardware/)."""
     from flagscale.harvest import patch as harvest
+    from flagscale.patchset import patch_command
 
+    vendor = {
+        "tasks": split_names(task),
+        "commit": commit,
+        "key_path": key_path,
+        "backend_version": backend_version,
+        "models": split_names(models),
+        "message": message,
+        "contact": contact,
+    }
+    if device_type is not None or any(v not in (None, []) for v in vendor.values()):
+        report_errors(
+            verbose,
+            lambda: patch_command(device_type, backends=split_names(backend), **vendor),
+        )
+        return
     report_errors(verbose, lambda: harvest(None, split_names(backend), force=force))
 
 
@@ -69,6 +104,54 @@ namespace.add_task(patch)
 
 
 # --- vendor patch sets, history, builds (flows 2 and 3) ----------------------------------------
+
+
+@task(
+    iterable=["task", "backend"],
+    help={
+        "device_type": "device type (Vendor_Model) whose patch sets to record",
+        "task": "task(s) to record (default: those the sets' metadata lists)",
+        "backend": "backends of the sets, e.g. FlagScale Megatron-LM (the key FlagScale+...)",
+        "commit": "the commit holding the sets (default: the last commit of the current "
+        "branch's first-parent history that changed them)",
+        "verbose": VERBOSE_HELP,
+    },
+)
+def record_history(
+    c: Context,
+    device_type: str,
+    task: list[str] | None = None,
+    backend: list[str] | None = None,
+    commit: str | None = None,
+    verbose: bool = False,
+) -> None:
+    """Record a device type's committed patch sets in hardware/patch_history.yaml."""
+    from flagscale.history import record_command
+
+    report_errors(
+        verbose,
+        lambda: record_command(
+            device_type, tasks=split_names(task), backends=split_names(backend), commit=commit
+        ),
+    )
+
+
+@task(
+    help={
+        "repair": "fix what can be fixed (unquoted or short ids, commits rewritten by squash "
+        "merges or rebases, duplicates, order) and write the file",
+        "verbose": VERBOSE_HELP,
+    }
+)
+def check_history(c: Context, repair: bool = False, verbose: bool = False) -> None:
+    """Check hardware/patch_history.yaml against the repository (--repair to fix it)."""
+    from flagscale.history import check_command
+
+    report_errors(verbose, lambda: check_command(repair=repair))
+
+
+namespace.add_task(record_history)
+namespace.add_task(check_history)
 
 
 # --- smoke training and CI (flow 4) -------------------------------------------------------------
