@@ -106,6 +106,54 @@ namespace.add_task(patch)
 # --- vendor patch sets, history, builds (flows 2 and 3) ----------------------------------------
 
 
+from flagscale.buildcli import BuildTask  # noqa: E402 - gives --three-way its git spelling --3way
+
+
+@task(
+    klass=BuildTask,
+    iterable=["device", "key_path"],
+    help={
+        "device": "device type(s) to build (Vendor_Model); several make build/hetero.json",
+        "task": "task whose patch sets to use (train, inference, post_train)",
+        "commit": "use the patch sets of this FlagScale commit in the history (default: newest)",
+        "key_path": "key file for encrypted patch sets; repeat for several vendors",
+        "three_way": "merge hunks that do not apply; conflicts go to build/<V_M>.conflicts/",
+        "jobs": "device types built at once (default: one per CPU, at most one per device)",
+        "force": "replace a build changed by hand (the changes are saved as a patch first)",
+        "verbose": VERBOSE_HELP,
+    },
+)
+def build(
+    c: Context,
+    device: list[str] | None = None,
+    task: str | None = None,
+    commit: str | None = None,
+    key_path: list[str] | None = None,
+    three_way: bool = False,
+    jobs: int = 0,
+    force: bool = False,
+    verbose: bool = False,
+) -> None:
+    """Build isolated trees build/<Vendor_Model>/ from the vendor patch sets in the history."""
+    from flagscale.buildcli import build_command
+
+    report_errors(
+        verbose,
+        lambda: build_command(
+            split_names(device),
+            task=task,
+            commit=commit,
+            key_paths=split_names(key_path),
+            three_way=three_way,
+            jobs=jobs,
+            force=force,
+        ),
+    )
+
+
+namespace.add_task(build)
+
+
 @task(
     iterable=["task", "backend"],
     help={
