@@ -1,0 +1,546 @@
+"""One smoke job end to end: hooks, monitors, torchrun over a build tree, losses vs golden.
+
+Order (fixed, docs/smoke-training.md): (1) the device's environment file is read, (2) its
+requirements installed, (3) its extension sources built, (4) monitors started, (5) the job run,
+(6) monitors stopped — always, failures included. Then the losses are checked (finite, from the
+build tree's megatron), compared with (or recorded as) the golden values, and ``result.json``
+and ``loss.png`` written to the log folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flagscale.errors import FlagScaleError
+from flagscale.patchset import check_device_type
+from flagscale.runner import hooks
+from flagscale.runner.config import DEFAULT_ENTRY, SmokeConfig, load_config
+from flagscale.runner.golden import Golden, compare, golden_path, load_golden, write_golden
+from flagscale.runner.launch import (
+    JOB_MARKER,
+    free_port,
+    job_environment,
+    run_job,
+    torchrun_command,
+)
+from flagscale.runner.monitor import (
+    SYSTEM_MONITOR,
+    Monitor,
+    MonitorError,
+    peak_memory,
+    start_monitors,
+    stop_monitors,
+    vendor_monitor_path,
+)
+from flagscale.runner.processes import Marker
+from flagscale.runner.results import PLOT_NAME, json_losses, plot_losses, write_result
+
+__all__ = ["BUILD_RECORD", "SmokeError", "SmokeOutcome", "describe", "run_smoke", "smoke_command"]
+
+BUILD_RECORD = ".flagscale-build.json"
+LOG_MARK = ".flagscale-smoke"
+RUNNER_ENTRY = Path(__file__).resolve().parent / "train_gpt.py"
+TAIL_LINES = 15
+
+
+class SmokeError(FlagScaleError):
+    """The smoke job could not run, failed, or its losses do not match the golden values."""
+
+
+@dataclass(frozen=True)
+class SmokeOutcome:
+    """A smoke job that passed (or whose losses were recorded)."""
+
+    status: str  # passed | recorded
+    log_dir: Path
+    result: Path
+    losses: tuple[float, ...]
+    duration: float
+    peak_memory_mb: dict[str, float]
+    golden: Path
+
+
+@dataclass
+class _Run:
+    """What one run learns as it goes; becomes result.json whatever happens."""
+
+    device_type: str
+    config: SmokeConfig
+    config_display: str
+    build: Path
+    log_dir: Path
+    golden_file: Path
+    entry: Path | None = None
+    losses: list[float] = field(default_factory=list)
+    golden: Golden | None = None
+    divergence: dict[str, Any] | None = None
+    duration: float = 0.0
+    exit_status: int | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    hooks: dict[str, Any] = field(default_factory=dict)
+    peak: dict[str, float] = field(default_factory=dict)
+    plot: Path | None = None
+
+
+def run_smoke(
+    root: Path,
+    device_type: str,
+    config_path: Path,
+    *,
+    build_dir: Path | None = None,
+    record_golden: bool = False,
+    timeout: float | None = None,
+    log_dir: Path | None = None,
+    base_env: Mapping[str, str] | None = None,
+) -> SmokeOutcome:
+    """Run the smoke case ``config_path`` on the build tree of ``device_type``.
+
+    ``root`` is the workspace (``hardware/``, default ``build/<device>`` and ``logs/``). Raises
+    SmokeError (or another FlagScaleError) with one line saying what failed; result.json is
+    written to the log folder in every case once the folder exists.
+    """
+    check_device_type(device_type)
+    root = root.resolve()
+    config_path = config_path if config_path.is_absolute() else Path.cwd() / config_path
+    config = load_config(config_path, display=_display(config_path, root))
+    build = (build_dir or root / "build" / device_type).resolve()
+    megatron = _check_build(build, config, device_type)
+    golden_file = golden_path(root / "hardware", device_type, config.case)
+    golden = None if record_golden else _golden_for(golden_file, root, device_type, config)
+    run = _Run(
+        device_type=device_type,
+        config=config,
+        config_display=_display(config_path, root),
+        build=build,
+        log_dir=_fresh_log_dir(log_dir or root / "logs" / "smoke" / device_type / config.case),
+        golden_file=golden_file,
+        golden=golden,
+    )
+    try:
+        _execute(run, root, megatron, timeout or config.timeout, base_env or os.environ)
+        status = _judge(run, record_golden)
+    except FlagScaleError as exc:
+        try:
+            _finish(run, "error" if run.divergence is None else "failed", str(exc))
+        except FlagScaleError as secondary:  # the job's failure is the one to report
+            exc.add_note(f"writing the result failed too: {secondary}")
+        raise
+    result = _finish(run, status, None)
+    return SmokeOutcome(
+        status=status,
+        log_dir=run.log_dir,
+        result=result,
+        losses=tuple(run.losses),
+        duration=run.duration,
+        peak_memory_mb=dict(run.peak),
+        golden=golden_file,
+    )
+
+
+def _execute(
+    run: _Run, root: Path, megatron: Path, timeout: float, base_env: Mapping[str, str]
+) -> None:
+    """Steps 1–6: hooks, monitors, the job; monitors are stopped whatever happens."""
+    device_dir = root / "hardware" / run.device_type
+    device_hooks = hooks.DeviceHooks.find(device_dir)
+    hook_log = run.log_dir / "hooks.log"
+    variables: dict[str, str] = {}
+    if device_hooks.env_file is not None:
+        variables = hooks.parse_env_file(
+            device_hooks.env_file, base_env, display=_display(device_hooks.env_file, root)
+        )
+    run.hooks["environment_variables"] = sorted(variables)
+    hook_env = {**base_env, **variables}
+    run.hooks["requirements"] = "absent"
+    if device_hooks.requirements is not None:
+        installed = hooks.install_requirements(device_hooks.requirements, hook_env, hook_log)
+        run.hooks["requirements"] = "installed" if installed else "satisfied"
+    python_path = [megatron, run.build]
+    run.hooks["csrc"] = "absent"
+    if device_hooks.csrc is not None:
+        site = hooks.build_extensions(
+            device_hooks.csrc, run.log_dir / "csrc-site", hook_env, hook_log
+        )
+        python_path.append(site)
+        run.hooks["csrc"] = "built"
+
+    marker = Marker.new(JOB_MARKER)
+    monitors = _monitors(run, device_dir, root)
+    monitor_env = {k: v for k, v in hook_env.items() if k != JOB_MARKER}
+    problems: list[str] = []
+    try:
+        start_monitors(monitors, monitor_env, watch=marker.token)
+        _launch(run, python_path, variables, marker, timeout, base_env)
+    finally:
+        problems = stop_monitors(monitors, monitor_env)
+        run.hooks["monitors"] = {m.name: m.outcome for m in monitors}
+        run.peak.update(_peak_memory(run))
+        _append(hook_log, "".join(f"# {p}\n" for p in problems))
+    if problems:
+        raise MonitorError(problems[0])
+
+
+def _monitors(run: _Run, device_dir: Path, root: Path) -> list[Monitor]:
+    """The system monitor (unless switched off), then the vendor's (per ``monitors.vendor``)."""
+    settings = run.config.monitors
+    monitors = []
+    if settings.system:
+        interval = ("--interval", f"{settings.interval:g}")
+        monitors.append(
+            Monitor("system", SYSTEM_MONITOR, run.log_dir / "monitors" / "system", interval)
+        )
+    vendor_script = vendor_monitor_path(device_dir, run.device_type)
+    if settings.vendor == "required" and not vendor_script.is_file():
+        raise MonitorError(
+            f"{_display(vendor_script, root)}: vendor monitor is missing but {run.config_display}"
+            " sets monitors.vendor: required",
+            hint="add the monitor script or set monitors.vendor to auto",
+        )
+    if settings.vendor != "off" and vendor_script.is_file():
+        name = vendor_script.stem
+        monitors.append(Monitor(name, vendor_script, run.log_dir / "monitors" / name))
+    return monitors
+
+
+def _launch(
+    run: _Run,
+    python_path: list[Path],
+    variables: Mapping[str, str],
+    marker: Marker,
+    timeout: float,
+    base_env: Mapping[str, str],
+) -> None:
+    config = run.config
+    run.entry = _entry(run)
+    job_file = run.log_dir / "job.json"
+    job_file.write_text(json.dumps(config.job_spec(), indent=2, sort_keys=True) + "\n", "utf-8")
+    metrics = run.log_dir / "metrics.jsonl"
+    command = torchrun_command(
+        config.nproc, free_port(), run.entry, ["--job", str(job_file), "--metrics", str(metrics)]
+    )
+    env = job_environment(base_env, python_path, variables, marker)
+    job_log = run.log_dir / "job.log"
+    job_log.write_text("$ " + " ".join(command) + "\n", "utf-8")
+    outcome = run_job(
+        command, env=env, cwd=run.log_dir, log_path=job_log, timeout=timeout, marker=marker
+    )
+    run.duration, run.exit_status = outcome.duration, outcome.returncode
+    _read_metrics(run, metrics)
+    if outcome.timed_out:
+        raise SmokeError(
+            f"smoke job {config.case} on {run.device_type} timed out after {timeout:g} s"
+            f" (at step {len(run.losses)} of {config.train['steps']}); its processes were stopped",
+            hint=f"log: {job_log}",
+        )
+    _check_losses_finite(run)
+    if outcome.returncode != 0:
+        raise SmokeError(
+            f"smoke job {config.case} on {run.device_type} failed with exit status"
+            f" {outcome.returncode}; last lines of {job_log}:\n{_tail(job_log)}"
+        )
+    _check_provenance(run, python_path[0])
+    if len(run.losses) != config.train["steps"]:
+        raise SmokeError(
+            f"smoke job {config.case} reported {len(run.losses)} losses for"
+            f" {config.train['steps']} steps (metrics {metrics})"
+        )
+
+
+def _entry(run: _Run) -> Path:
+    """The training script: the build tree's, or the runner's own copied into the log folder."""
+    candidate = run.build / run.config.entry
+    if candidate.is_file():
+        return candidate
+    if run.config.entry != DEFAULT_ENTRY:
+        raise SmokeError(
+            f"{run.config_display}: at entry: {run.config.entry!r} is not a file in {run.build}"
+        )
+    copy = run.log_dir / "entry" / RUNNER_ENTRY.name
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(RUNNER_ENTRY, copy)
+    return copy
+
+
+def _read_metrics(run: _Run, metrics: Path) -> None:
+    try:
+        lines = metrics.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the last line of a killed job may be cut short
+        event = record.get("event") if isinstance(record, dict) else None
+        if event == "step":
+            if record.get("step") != len(run.losses) + 1:
+                raise SmokeError(f"{metrics}:{number}: step {record.get('step')!r} out of order")
+            run.losses.append(float(record["loss"]))
+        elif event == "provenance":
+            run.provenance = record
+        elif event == "summary":
+            run.summary = record
+
+
+def _check_losses_finite(run: _Run) -> None:
+    for step, loss in enumerate(run.losses, start=1):
+        if not math.isfinite(loss):
+            raise SmokeError(
+                f"smoke job {run.config.case} on {run.device_type}: loss is {loss} at step {step}",
+                hint=f"log: {run.log_dir / 'job.log'}",
+            )
+
+
+def _check_provenance(run: _Run, megatron: Path) -> None:
+    """The job's megatron must be the build tree's; nothing may come from the source checkout."""
+    reported = run.provenance.get("megatron_core")
+    if not reported:
+        raise SmokeError(
+            f"smoke job {run.config.case} did not report where megatron.core came from"
+            f" (no provenance line in {run.log_dir / 'metrics.jsonl'})"
+        )
+    if not _inside(Path(reported), megatron):
+        raise SmokeError(
+            f"smoke job imported megatron.core from {reported}, not from the build tree {megatron}",
+            hint="remove the other megatron from the job's Python or rebuild the tree",
+        )
+    allowed = (run.build, run.log_dir)
+    for module, path in sorted(run.summary.get("modules", {}).items()):
+        if not any(_inside(Path(path), place) for place in allowed):
+            raise SmokeError(
+                f"smoke job imported {module} from {path}, outside the build tree {run.build}",
+                hint="the job must import only the build tree and installed packages",
+            )
+
+
+def _judge(run: _Run, record_golden: bool) -> str:
+    """Record the losses, or compare them with the golden values."""
+    config = run.config
+    if record_golden:
+        run.golden = Golden(
+            device_type=run.device_type,
+            case=config.case,
+            config_sha256=config.fingerprint(),
+            losses=tuple(run.losses),
+            tolerance=config.tolerance,
+            recorded_with={
+                "torch": run.provenance.get("torch"),
+                "megatron_core": run.provenance.get("megatron_core_version"),
+            },
+        )
+        write_golden(run.golden_file, run.golden)
+        return "recorded"
+    assert run.golden is not None
+    divergence = compare(run.golden, run.losses)
+    if divergence is None:
+        return "passed"
+    run.divergence = {
+        "step": divergence.step,
+        "expected": divergence.expected,
+        "got": divergence.got,
+    }
+    note = ""
+    recorded_torch = run.golden.recorded_with.get("torch")
+    if recorded_torch and recorded_torch != run.provenance.get("torch"):
+        note = (
+            f"; golden recorded with torch {recorded_torch}, this run {run.provenance.get('torch')}"
+        )
+    raise SmokeError(
+        f"{run.device_type}/{config.case}: {divergence}{note}",
+        hint=f"golden {run.golden_file}; result {run.log_dir / 'result.json'}",
+    )
+
+
+def _finish(run: _Run, status: str, reason: str | None) -> Path:
+    """Write the loss plot and result.json; returns result.json's path."""
+    if run.losses:
+        title = f"{run.device_type} / {run.config.case}"
+        run.plot = plot_losses(run.log_dir / PLOT_NAME, run.losses, run.golden, title)
+    golden = None
+    if run.golden is not None:
+        golden = {
+            "path": str(run.golden_file),
+            "losses": list(run.golden.losses),
+            "tolerance": run.golden.tolerance.as_dict(),
+            "first_divergence": run.divergence,
+        }
+        if run.divergence is not None and not math.isfinite(run.divergence["got"]):
+            golden["first_divergence"] = {**run.divergence, "got": None}
+    if "rank_max_rss" not in run.peak and "peak_rss_mb" in run.summary:
+        run.peak["rank_max_rss"] = float(run.summary["peak_rss_mb"])
+    document = {
+        "version": 1,
+        "device_type": run.device_type,
+        "case": run.config.case,
+        "status": status,
+        "reason": reason,
+        "losses": json_losses(run.losses),
+        "golden": golden,
+        "duration_s": round(run.duration, 3),
+        "peak_memory_mb": dict(run.peak),
+        "job": {
+            "build": str(run.build),
+            "build_fingerprint": _build_fingerprint(run.build),
+            "entry": str(run.entry) if run.entry else "",
+            "config": run.config_display,
+            "config_sha256": run.config.fingerprint(),
+            "nproc": run.config.nproc,
+            "parallel": dict(run.config.parallel),
+            "exit_status": run.exit_status,
+            "megatron_core": run.provenance.get("megatron_core"),
+            "torch": run.provenance.get("torch"),
+        },
+        "hooks": run.hooks,
+        "plot": PLOT_NAME if run.plot else None,
+    }
+    return write_result(run.log_dir, document)
+
+
+def _peak_memory(run: _Run) -> dict[str, float]:
+    peaks = peak_memory(run.log_dir / "monitors" / "system" / "sys_monitor.jsonl")
+    named = {"job_rss": peaks.get("job_rss_mb"), "system_used": peaks.get("memory_used_mb")}
+    return {k: v for k, v in named.items() if v}
+
+
+def _check_build(build: Path, config: SmokeConfig, device_type: str) -> Path:
+    """The build tree's megatron folder, or an error saying how to make the build."""
+    make = f"run `inv build --device {device_type}` first"
+    if not build.is_dir():
+        raise SmokeError(f"build tree {build} does not exist", hint=make)
+    if not (build / BUILD_RECORD).is_file():
+        raise SmokeError(f"{build} is not a complete build tree (no {BUILD_RECORD})", hint=make)
+    megatron = build / "third_party" / config.backend
+    if not (megatron / "megatron" / "core").is_dir():
+        raise SmokeError(
+            f"{megatron} holds no megatron/core package; {config.backend} is not in the build",
+            hint=make,
+        )
+    return megatron
+
+
+def _golden_for(path: Path, root: Path, device_type: str, config: SmokeConfig) -> Golden:
+    """The golden values of the case, checked to belong to its current settings."""
+    display = _display(path, root)
+    record = (
+        f"inv smoke --device {device_type} --config {_display(config.source, root)} --record-golden"
+    )
+    if not path.is_file():
+        raise SmokeError(
+            f"{display}: no golden losses for case {config.case} on {device_type}",
+            hint=f"record them with `{record}`",
+        )
+    golden = load_golden(path, display=display)
+    if golden.config_sha256 != config.fingerprint():
+        raise SmokeError(
+            f"{display}: recorded for other settings of case {config.case}"
+            f" (config_sha256 {golden.config_sha256[:12]}…, the config now gives"
+            f" {config.fingerprint()[:12]}…)",
+            hint=f"re-record them with `{record}`",
+        )
+    return golden
+
+
+def _fresh_log_dir(path: Path) -> Path:
+    """An empty log folder; an old one is cleared only if the runner made it."""
+    path = path.resolve()
+    if path.exists():
+        if not (path / LOG_MARK).is_file() and any(path.iterdir()):
+            raise SmokeError(
+                f"log folder {path} exists and was not made by the smoke runner; not clearing it",
+                hint="choose another --log-dir or remove the folder",
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    (path / LOG_MARK).write_text("made by flagscale's smoke runner; cleared on the next run\n")
+    return path
+
+
+def _build_fingerprint(build: Path) -> str | None:
+    try:
+        record = json.loads((build / BUILD_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = record.get("fingerprint") if isinstance(record, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    real, base = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return real == base or base in real.parents
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return "  (no log)"
+    return "\n".join(f"  {line}" for line in lines[-TAIL_LINES:])
+
+
+def _append(path: Path, text: str) -> None:
+    if text:
+        with open(path, "a", encoding="utf-8") as stream:
+            stream.write(text)
+
+
+def smoke_command(
+    device_type: str | None,
+    config: str,
+    *,
+    build_dir: str | None = None,
+    record_golden: bool = False,
+    timeout: float | None = None,
+    log_dir: str | None = None,
+    start: Path | None = None,
+) -> SmokeOutcome:
+    """``inv smoke``: paths relative to the current folder, else to the workspace root."""
+    from flagscale.workspace import find_workspace
+
+    if not device_type:
+        raise SmokeError("no --device given", hint="name a device type, e.g. --device Generic_CPU")
+    root = find_workspace(start).root
+    here = start or Path.cwd()
+
+    def located(name: str) -> Path:
+        path = Path(name).expanduser()
+        if path.is_absolute() or (here / path).exists():
+            return (here / path).resolve()
+        return root / path
+
+    outcome = run_smoke(
+        root,
+        device_type,
+        located(config),
+        build_dir=located(build_dir) if build_dir else None,
+        record_golden=record_golden,
+        timeout=timeout,
+        log_dir=located(log_dir) if log_dir else None,
+    )
+    print(describe(device_type, outcome))
+    return outcome
+
+
+def describe(device_type: str, outcome: SmokeOutcome) -> str:
+    """One line about a finished job: status, steps, time, peak memory, where the result is."""
+    peak = outcome.peak_memory_mb.get("job_rss")
+    memory = f", peak job memory {peak:.0f} MB" if peak else ""
+    what = "recorded golden losses" if outcome.status == "recorded" else outcome.status
+    return (
+        f"smoke {device_type}/{outcome.log_dir.name}: {what}, {len(outcome.losses)} steps in"
+        f" {outcome.duration:.1f} s{memory} ({outcome.result})"
+    )
