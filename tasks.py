@@ -205,6 +205,58 @@ namespace.add_task(check_history)
 # --- smoke training and CI (flow 4) -------------------------------------------------------------
 
 
+@task(
+    help={
+        "device": "device type whose build tree to train on (Vendor_Model): build/<V_M>/",
+        "config": "smoke case file (default ci/smoke/gpt_tiny_tp2.yaml)",
+        "build_dir": "build tree to use instead of build/<V_M>/",
+        "record_golden": "write the losses as hardware/<V_M>/smoke/<case>.golden.json",
+        "timeout": "seconds before the job is stopped (default: the case's timeout)",
+        "log_dir": "log folder (default logs/smoke/<V_M>/<case>/)",
+        "verbose": VERBOSE_HELP,
+    },
+)
+def smoke(
+    c: Context,
+    device: str | None = None,
+    config: str = "ci/smoke/gpt_tiny_tp2.yaml",
+    build_dir: str | None = None,
+    record_golden: bool = False,
+    timeout: int = 0,
+    log_dir: str | None = None,
+    verbose: bool = False,
+) -> None:
+    """Run a smoke training job on a build tree and compare its losses with the golden ones."""
+    from flagscale.runner.smoke import smoke_command
+
+    report_errors(
+        verbose,
+        lambda: smoke_command(
+            device,
+            config,
+            build_dir=build_dir,
+            record_golden=record_golden,
+            timeout=timeout or None,
+            log_dir=log_dir,
+        ),
+    )
+
+
+namespace.add_task(smoke)
+
+
+@task(help={"verbose": VERBOSE_HELP})
+def ci_matrix(c: Context, verbose: bool = False) -> None:
+    """Print the CI device matrix (device types and runner labels) as JSON."""
+    from flagscale.ci import matrix_command
+
+    report_errors(verbose, matrix_command)
+
+
+namespace.add_task(ci_matrix)
+
+
+
 # --- bundles and the compatibility matrix (flow 5) ----------------------------------------------
 
 

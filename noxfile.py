@@ -1,0 +1,60 @@
+"""Nox sessions (thin: the logic lives in flagscale); see docs/ci.md."""
+
+# nox -s tests lint validate
+# nox -s "unpatch_and_test(device='Generic_CPU')"   one device type, as CI runs it
+# nox -r ... reuses the virtualenvs (fast rerun); nox -R ... also skips the installs.
+# unpatch_and_test is parametrized by the device types with a `train` entry in
+# hardware/patch_history.yaml (`python -m flagscale.ci matrix` prints the same list).
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:  # nox may run from a Python where the tool is not installed
+    sys.path.insert(0, str(ROOT))
+
+from flagscale.ci import device_types  # noqa: E402
+
+nox.options.sessions = ["tests", "lint", "validate"]
+nox.options.reuse_existing_virtualenvs = True
+
+DEVICES = device_types(ROOT)
+
+
+def install(session: nox.Session, extras: str) -> None:
+    """The tool with ``extras`` (torch comes pinned as torch==2.13.0 through ``smoke``)."""
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite (pytest, 2 workers; pass pytest arguments after --)."""
+    install(session, "test,smoke")
+    session.run("python", "-m", "pytest", "-n", "2", "-q", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint and format-check with ruff."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def validate(session: nox.Session) -> None:
+    """Check backends.yaml, the history, patch-set metadata, smoke cases and goldens."""
+    install(session, "smoke")
+    session.run("python", "-m", "flagscale.ci", "validate")
+
+
+@nox.session
+@nox.parametrize("device", DEVICES)
+def unpatch_and_test(session: nox.Session, device: str) -> None:
+    """Fresh build of one device type, schema checks, vendor hooks, smoke job vs golden."""
+    install(session, "smoke")
+    session.run("python", "-m", "flagscale.ci", "unpatch-and-test", "--device", device)
