@@ -21,6 +21,7 @@ code { font: 13px ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
 table { border-collapse: collapse; margin-top: 1rem; }
 th, td { border: 1px solid #c8c8c8; padding: .35rem .6rem; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
+td.name { white-space: nowrap; }
 td.status { font-weight: 600; white-space: nowrap; }
 .applies, .clean, .passed { background: #d8f3dc; color: #0b4d1e; }
 .drifting { background: #fff1c2; color: #5c4300; }
@@ -90,8 +91,8 @@ def _row(row: dict[str, Any]) -> str:
     smoke_title = smoke.get("reason") or ""
     base = row["flagscale_base"]
     cells = [
-        f"<td>{escape(row['device_type'])}</td>",
-        f"<td>{escape(row['backend'])}</td>",
+        f'<td class="name">{escape(row["device_type"])}</td>',
+        f'<td class="name">{escape(row["backend"])}</td>',
         f"<td>{escape(', '.join(row['tasks']))}</td>",
         f'<td><code title="{escape(base)}">{escape(base[:12])}</code></td>',
         _check_cell(row["on_base"]),
@@ -105,11 +106,18 @@ def _row(row: dict[str, Any]) -> str:
         + "".join(cells)
         + "</tr>"
     )
-    details = [row["on_base"].get("detail"), row["on_current"].get("detail")]
-    notes = "; ".join(escape(d) for d in details if d)
+    notes = _notes(row["on_base"].get("detail", ""), row["on_current"].get("detail", ""))
     if notes:
         line += f'\n<tr class="note"><td></td><td class="detail" colspan="7">{notes}</td></tr>'
     return line
+
+
+def _notes(on_base: str, on_current: str) -> str:
+    if on_base and on_base == on_current:
+        return f"on its base and on current pins: {escape(on_base)}"
+    parts = [f"on its base: {escape(on_base)}"] if on_base else []
+    parts += [f"on current pins: {escape(on_current)}"] if on_current else []
+    return "<br>".join(parts)
 
 
 def _check_cell(check: dict[str, Any]) -> str:

@@ -18,12 +18,12 @@ from flagscale.matrix import build_matrix, render_table, run_matrix, write_outpu
 from flagscale.matrix_html import render_html
 from flagscale.schema import schema_for
 from flagscale.workspace import load_workspace
-from tests.gitrepos import commit_all, inv, run_git, write_files
+from tests.gitrepos import commit_all, inv, run_git
 from tests.release_fixtures import (
     BACKEND,
-    UPSTREAM,
     ReleaseWorkspace,
-    bump_pin,
+    build_scenario,
+    edit_line,
     isolated_git,
     make_patch,
     make_release_workspace,
@@ -32,71 +32,6 @@ from tests.release_fixtures import (
 )
 
 A, B, C = (f"megatron/core/{name}.py" for name in "abc")
-
-
-def edit_line(path: str, number: int, text: str) -> dict[str, str]:
-    """The upstream file ``path`` with line ``number`` replaced by ``text``."""
-    lines = str(UPSTREAM[path]).splitlines(keepends=True)
-    lines[number - 1] = text + "\n"
-    return {path: "".join(lines)}
-
-
-def build_scenario(tmp: Path) -> dict[str, Any]:
-    rw = make_release_workspace(tmp)
-    base, pin = rw.head(), rw.pin
-    key = tmp / "keys" / "secret.key"
-
-    def upstream_patch(changes: dict[str, str], before: dict[str, str] | None = None) -> bytes:
-        return make_patch(rw.upstream, pin, changes, before=before)
-
-    write_patch_set(rw, "Clean_A1", BACKEND, upstream_patch(edit_line(A, 2, "clean")), base=base)
-    flagscale_patch = make_patch(rw.root, base, {"README.md": "FlagScale for Clean_A1\n"})
-    write_patch_set(rw, "Clean_A1", "FlagScale", flagscale_patch, base=base)
-    write_patch_set(
-        rw, "Drift_B1", BACKEND, upstream_patch(edit_line(B, 10, "vendor b")), base=base
-    )
-    write_patch_set(
-        rw, "Drift_C1", BACKEND, upstream_patch(edit_line(C, 10, "vendor c")), base=base
-    )
-    conflicting = upstream_patch(edit_line(A, 5, "theirs"), before=edit_line(A, 5, "elsewhere"))
-    write_patch_set(rw, "Conflict_D1", BACKEND, conflicting, base=base)
-    secret = upstream_patch(edit_line(A, 15, "secret"))
-    write_patch_set(rw, "Secret_E1", BACKEND, secret, base=base, key_path=key)
-    sets = commit_all(rw.root, "vendor patch sets")
-    history = {
-        "Clean_A1": {"train": {f"FlagScale+{BACKEND}": [sets]}},
-        "Drift_B1": {"train": {BACKEND: [sets]}},
-        "Drift_C1": {"train": {BACKEND: [sets]}, "inference": {BACKEND: [sets]}},
-        "Conflict_D1": {"train": {BACKEND: [sets]}},
-        "Secret_E1": {"train": {BACKEND: [sets]}},
-    }
-    record_history(rw, history)
-    # Drift: the pin moves under Drift_B1's hunk, and the base layer replaces Drift_C1's file.
-    bump_pin(rw, edit_line(B, 10, "upstream moved b"))
-    layered = edit_line(C, 10, "FlagScale's own c")
-    write_files(rw.root, {f"backends/{BACKEND}/{C}": layered[C]})
-    head = commit_all(rw.root, "base layer changes c.py")
-    results = tmp / "logs" / "smoke"
-    result = {"version": 1, "case": "tiny_gpt", "reason": None, "losses": [], "golden": None}
-    write_files(
-        results,
-        {
-            "Clean_A1/old/result.json": json.dumps(
-                {**result, "device_type": "Clean_A1", "status": "failed", "reason": "diverged"}
-            ),
-            "Clean_A1/tiny_gpt/result.json": json.dumps(
-                {**result, "device_type": "Clean_A1", "status": "passed"}
-            ),
-            "Drift_B1/tiny_gpt/result.json": json.dumps(
-                {**result, "device_type": "Drift_B1", "status": "failed", "reason": "step 3"}
-            ),
-            "broken/result.json": "{not json",
-            "other/result.json": json.dumps(["not", "an", "object"]),
-        },
-    )
-    os.utime(results / "Clean_A1/old/result.json", (1735689600, 1735689600))  # 2025-01-01
-    os.utime(results / "Clean_A1/tiny_gpt/result.json", (1738368000, 1738368000))  # 2025-02-01
-    return {"rw": rw, "base": base, "sets": sets, "head": head, "key": key, "results": results}
 
 
 @pytest.fixture(scope="module")
