@@ -120,6 +120,8 @@ from flagscale.buildcli import BuildTask  # noqa: E402 - gives --three-way its g
         "three_way": "merge hunks that do not apply; conflicts go to build/<V_M>.conflicts/",
         "jobs": "device types built at once (default: one per CPU, at most one per device)",
         "force": "replace a build changed by hand (the changes are saved as a patch first)",
+        "bundle": "build from this release bundle, verified first (needs --trust)",
+        "trust": "the release manager's public key (K.pub) that must have signed --bundle",
         "verbose": VERBOSE_HELP,
     },
 )
@@ -132,6 +134,8 @@ def build(
     three_way: bool = False,
     jobs: int = 0,
     force: bool = False,
+    bundle: str | None = None,
+    trust: str | None = None,
     verbose: bool = False,
 ) -> None:
     """Build isolated trees build/<Vendor_Model>/ from the vendor patch sets in the history."""
@@ -147,6 +151,8 @@ def build(
             three_way=three_way,
             jobs=jobs,
             force=force,
+            bundle=bundle,
+            trust=trust,
         ),
     )
 

@@ -38,10 +38,25 @@ def build_command(
     jobs: int = 0,
     force: bool = False,
     start: Path | None = None,
+    bundle: str | None = None,
+    trust: str | None = None,
 ) -> dict[str, Path]:
-    """``inv build --device V_M ...``: build the device types' trees in the workspace."""
+    """``inv build --device V_M ...``: build the device types' trees in the workspace.
+
+    With ``bundle`` the release bundle is verified against ``trust`` first and the build uses
+    its patch sets (``flagscale.bundle.build_from_bundle``).
+    """
     from flagscale.build import BuildRequest, build_devices
     from flagscale.workspace import find_workspace
+
+    if bundle or trust:
+        from flagscale.bundle import build_from_bundle
+
+        if not bundle:
+            raise FlagScaleError("--trust is only used with --bundle PATH")
+        options = dict(task=task, commit=commit, key_paths=key_paths, backends=backends)
+        options.update(three_way=three_way, jobs=jobs, force=force, start=start)
+        return build_from_bundle(list(devices), bundle, trust, **options)
 
     if jobs < 0:
         raise FlagScaleError(f"--jobs {jobs}: must be 0 (automatic) or more")

@@ -30,6 +30,7 @@ import flagscale
 from flagscale import signing
 from flagscale.committed import HISTORY, CommittedPatchSet, CommittedState
 from flagscale.errors import FlagScaleError
+from flagscale.gitcli import git, git_ok
 from flagscale.paths import check_relative
 from flagscale.progress import Progress
 from flagscale.schema import SchemaError, validate
@@ -45,11 +46,14 @@ __all__ = [
     "SIGNATURE",
     "BundleError",
     "VerifiedBundle",
+    "build_from_bundle",
     "bundle_command",
+    "bundle_commit",
     "bundle_name",
     "create_bundle",
     "extract_verified",
     "generate_release_keys",
+    "git_blob_id",
     "keygen_command",
     "open_verified_bundle",
     "verify_bundle",
@@ -507,3 +511,90 @@ def verify_command(path: str, trust: str | None) -> VerifiedBundle:
     bundle = verify_bundle(Path(path), Path(trust))
     print(bundle.summary())
     return bundle
+
+
+# --- building from a verified bundle -----------------------------------------------------------
+
+
+def git_blob_id(data: bytes) -> str:
+    """The id git gives a blob holding ``data`` (what ``git hash-object`` prints)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def bundle_commit(workspace: Workspace, bundle: VerifiedBundle, device: str) -> str:
+    """The history commit a bundle's patch sets of ``device`` were read from, checked locally.
+
+    Every bundled file of the device must be, byte for byte, the file at that commit in this
+    clone (same git blob id): then a build at that commit uses exactly the signed bytes.
+    """
+    entry = bundle.manifest["device_types"].get(device)
+    if entry is None:
+        raise BundleError(
+            f"{bundle.path} holds no patch sets for {device}; it holds "
+            f"{', '.join(bundle.device_types)}"
+        )
+    commits = sorted({ps["commit"] for ps in entry["patch_sets"].values()})
+    if len(commits) != 1:
+        raise BundleError(
+            f"{bundle.path}: the patch sets of {device} come from several commits "
+            f"({', '.join(commits)}); a build uses one",
+            hint="cut the bundle again after recording all of its sets in one commit",
+        )
+    commit = commits[0]
+    if not git_ok(["cat-file", "-e", f"{commit}^{{commit}}"], workspace.root):
+        raise BundleError(
+            f"{bundle.path}: {device}'s patch sets are from FlagScale commit {commit}, "
+            f"which this clone does not have",
+            hint="fetch FlagScale's history (git fetch) and try again",
+        )
+    for patch_set in entry["patch_sets"].values():
+        for path in [patch_set["metadata"], *patch_set["patches"]]:
+            _check_same_as_commit(workspace, bundle, commit, path)
+    return commit
+
+
+def _check_same_as_commit(
+    workspace: Workspace, bundle: VerifiedBundle, commit: str, path: str
+) -> None:
+    listing = git(["ls-tree", "--full-tree", commit, "--", path], workspace.root).split()
+    local = listing[2].decode() if len(listing) >= 3 else None
+    if local != git_blob_id(bundle.files[path]):
+        state = "is missing" if local is None else "differs from the signed bundle"
+        raise BundleError(
+            f"{bundle.path}: {path} at FlagScale commit {commit} {state}",
+            hint="this clone's patch sets are not the released ones; build without --bundle "
+            "or fetch the release's FlagScale commits",
+        )
+
+
+def build_from_bundle(
+    devices: list[str],
+    bundle_path: str,
+    trust: str | None,
+    **build_options: Any,
+) -> dict[str, Path]:
+    """``inv build --device V_M --bundle PATH --trust K.pub``: build from a verified bundle.
+
+    The bundle is verified first (signature, every hash); each device's bundled patch sets must
+    equal, byte for byte, the ones at the history commit they were cut from, and the build runs
+    at that commit (``build_options`` go to ``buildcli.build_command``).
+    """
+    from flagscale.buildcli import build_command
+
+    if not trust:
+        raise BundleError(
+            "--bundle needs --trust", hint="pass the release manager's public key: --trust K.pub"
+        )
+    if build_options.pop("commit", None):
+        raise BundleError("--commit and --bundle exclude each other: the bundle names the commit")
+    workspace = find_workspace(build_options.pop("start", None))
+    bundle = verify_bundle(Path(bundle_path), Path(trust))
+    names = list(dict.fromkeys(devices)) or bundle.device_types
+    commits = {device: bundle_commit(workspace, bundle, device) for device in names}
+    if len(set(commits.values())) != 1:
+        raise BundleError(
+            f"{bundle.path}: the device types come from different FlagScale commits; "
+            "build them one at a time"
+        )
+    print(bundle.summary())
+    return build_command(names, commit=commits[names[0]], start=workspace.root, **build_options)

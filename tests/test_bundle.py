@@ -18,6 +18,7 @@ from flagscale.bundle import (
     MANIFEST,
     SIGNATURE,
     BundleError,
+    bundle_commit,
     bundle_name,
     create_bundle,
     extract_verified,
@@ -570,3 +571,94 @@ def test_open_verified_bundle_gives_a_folder_with_hardware(released: dict[str, P
         import shutil
 
         shutil.rmtree(folder.parent)
+
+
+# --- building from a verified bundle -----------------------------------------------------------
+
+
+def test_build_from_bundle_uses_the_signed_patch_sets(tmp_path: Path) -> None:
+    rw, commits = standard_release(tmp_path)
+    private, public = keypair(tmp_path)
+    path = create_bundle(
+        load_workspace(rw.root),
+        None,
+        all_devices=True,
+        version="1",
+        sign_key=private,
+        out_dir=tmp_path / "dist",
+    )
+    bundle = verify_bundle(path, public)
+    assert bundle_commit(load_workspace(rw.root), bundle, "Metax_C550") == commits["sets"]
+    result = inv(
+        rw.root, "build", "--device", "Metax_C550", "--bundle", str(path), "--trust", str(public)
+    )
+    assert "verified bundle 1" in result.stdout
+    tree = rw.root / "build" / "Metax_C550"
+    assert (tree / "README.md").read_text() == "FlagScale on Metax\n"
+    assert (tree / "third_party" / BACKEND / "megatron" / "core" / "a.py").read_text() == "metax\n"
+
+
+def test_build_from_bundle_refuses_without_trust_or_with_a_foreign_bundle(tmp_path: Path) -> None:
+    rw, _ = standard_release(tmp_path / "one")
+    other, _ = standard_release(tmp_path / "two")  # same files, other commits
+    private, public = keypair(tmp_path)
+    path = create_bundle(
+        load_workspace(other.root),
+        ["Metax_C550"],
+        version="1",
+        sign_key=private,
+        out_dir=tmp_path / "dist",
+    )
+    no_trust = inv(rw.root, "build", "--device", "Metax_C550", "--bundle", str(path), check=False)
+    assert no_trust.returncode == 1 and "--bundle needs --trust" in no_trust.stderr
+    foreign = inv(
+        rw.root,
+        "build",
+        "--device",
+        "Metax_C550",
+        "--bundle",
+        str(path),
+        "--trust",
+        str(public),
+        check=False,
+    )
+    assert foreign.returncode == 1
+    assert "which this clone does not have" in foreign.stderr
+    assert not (rw.root / "build" / "Metax_C550").exists()
+    with pytest.raises(
+        BundleError, match="holds no patch sets for Ascend_910B; it holds Metax_C550"
+    ):
+        bundle_commit(load_workspace(other.root), verify_bundle(path, public), "Ascend_910B")
+
+
+def test_build_from_bundle_refuses_a_clone_whose_sets_differ(tmp_path: Path) -> None:
+    rw, commits = standard_release(tmp_path)
+    private, public = keypair(tmp_path)
+    path = create_bundle(
+        load_workspace(rw.root),
+        ["Metax_C550"],
+        version="1",
+        sign_key=private,
+        out_dir=tmp_path / "dist",
+    )
+    # Re-sign a bundle whose patch differs from the clone's commit (as a rogue release would).
+    members = [Member(m.name, b"rogue patch\n") if m.name == PATCH else m for m in members_of(path)]
+
+    def rehash(manifest: dict) -> None:
+        for entry in manifest["files"]:
+            if entry["path"] == PATCH:
+                entry.update(sha256=hashlib.sha256(b"rogue patch\n").hexdigest(), size=12)
+
+    rogue = tmp_path / "rogue.tar.gz"
+    rogue.write_bytes(pack(resign(members, private, rehash)))
+    with pytest.raises(BundleError, match=f"{PATCH} at FlagScale commit {commits['sets']} differs"):
+        bundle_commit(load_workspace(rw.root), verify_bundle(rogue, public), "Metax_C550")
+
+
+def test_build_bundle_flags_that_do_not_go_together(tmp_path: Path) -> None:
+    from flagscale.buildcli import build_command
+
+    with pytest.raises(FlagScaleError, match="--trust is only used with --bundle PATH"):
+        build_command(["Metax_C550"], trust="k.pub", start=tmp_path)
+    with pytest.raises(BundleError, match="--commit and --bundle exclude each other"):
+        build_command(["Metax_C550"], bundle="b.tar.gz", trust="k.pub", commit="HEAD")
