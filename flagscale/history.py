@@ -122,7 +122,7 @@ def _scalar(text: str) -> str:
 
 def dump_history(history: History, header: str = "") -> bytes:
     """The file's bytes: keys sorted, commits in their order and double-quoted, 2-space indent."""
-    lines = [header.rstrip("\n")] if header.strip() else []
+    lines: list[str] = []
     for device in sorted(history):
         lines.append(f"{_scalar(device)}:")
         for task in sorted(history[device]):
@@ -130,7 +130,8 @@ def dump_history(history: History, header: str = "") -> bytes:
             for key in sorted(history[device][task]):
                 lines.append(f"    {_scalar(key)}:")
                 lines.extend(f'      - "{commit}"' for commit in history[device][task][key])
-    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b"{}\n"
+    body = "\n".join(lines) + "\n" if lines else "{}\n"
+    return (header + body).encode("utf-8")
 
 
 def _header(ws: Workspace) -> str:
@@ -144,7 +145,7 @@ def _header(ws: Workspace) -> str:
             header.append(line)
         else:
             break
-    return "\n".join(header).rstrip("\n") + "\n" if header else ""
+    return "".join(f"{line}\n" for line in header)
 
 
 def write_history(ws: Workspace, history: History) -> None:
@@ -206,6 +207,13 @@ def _set_changes(ws: Workspace, device: str, backends: Iterable[str]) -> list[st
         ["log", "--first-parent", "--format=%H", "HEAD", "--", *paths], ws.root, check=False
     )
     return listing.split()
+
+
+def _same_sets(ws: Workspace, a: str, b: str, device: str, backends: list[str]) -> bool:
+    if not (_full_commit(ws, a) and _full_commit(ws, b)):
+        return False
+    trees = _set_trees(ws, [a, b], device, backends)
+    return trees[a] is not None and trees[a] == trees[b]
 
 
 def _content_match(ws: Workspace, commit: str, device: str, backends: list[str]) -> str | None:
@@ -297,8 +305,10 @@ def record_history(
     recorded = []
     for task in wanted:
         commits = history.setdefault(device, {}).setdefault(task, {}).setdefault(key, [])
-        if found in commits:
-            report(f"{device} {task} {key}: {found} is already recorded")
+        same = _same_sets(ws, commits[-1], found, device, names) if commits else False
+        if found in commits or same:
+            holder = found if found in commits else commits[-1]
+            report(f"{device} {task} {key}: already recorded ({holder} holds these sets)")
         else:
             commits[:] = _ancestry_order(ws, [*commits, found])
             report(f"{device} {task} {key}: recorded {found}")

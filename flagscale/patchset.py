@@ -268,13 +268,15 @@ def check_identity(ws: Workspace) -> None:
             )
 
 
-def _check_hardware_clean(ws: Workspace) -> None:
-    status = git(["status", "--porcelain", "-z", "--untracked-files=all", "--", HARDWARE], ws.root)
+def _check_device_folder_clean(ws: Workspace, device: str) -> None:
+    """Refuse when ``hardware/<device>/`` has uncommitted edits (they could be overwritten)."""
+    folder = f"{HARDWARE}/{device}"
+    status = git(["status", "--porcelain", "-z", "--untracked-files=all", "--", folder], ws.root)
     dirty = [record[3:].decode("utf-8", "replace") for record in status.split(b"\0") if record]
     if dirty:
         shown = ", ".join(dirty[:3]) + (f" and {len(dirty) - 3} more" if len(dirty) > 3 else "")
         raise FlagScaleError(
-            f"{HARDWARE}/ has uncommitted changes ({shown}): inv patch commits into it",
+            f"{folder}/ has uncommitted changes ({shown}): inv patch writes and commits there",
             hint="commit or stash them first",
         )
 
@@ -618,7 +620,7 @@ def create_patch_sets(ws: Workspace, request: PatchRequest) -> list[Path]:
     base = resolve_commit(ws, request.commit)
     check_identity(ws)
     _recover_interrupted(ws, ws.path(f"{HARDWARE}/{device}"))
-    _check_hardware_clean(ws)
+    _check_device_folder_clean(ws, device)
     pieces = _gather_pieces(request)
 
     patches = []
