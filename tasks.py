@@ -103,6 +103,22 @@ def patch(
 namespace.add_task(patch)
 
 
+@task(
+    help={
+        "backend": "the release backend to import (declared with source.kind: release)",
+        "verbose": VERBOSE_HELP,
+    },
+)
+def import_release(c: Context, backend: str, verbose: bool = False) -> None:
+    """Import a release backend's source archive into git; print the commit to record as pin."""
+    from flagscale.release import import_declared
+
+    print(report_errors(verbose, lambda: import_declared(backend)))
+
+
+namespace.add_task(import_release)
+
+
 # --- vendor patch sets, history, builds (flows 2 and 3) ----------------------------------------
 
 

@@ -176,8 +176,11 @@ def _copy_file(path: Path, target: Path, url: str) -> None:
 
 def _pip_download(source: ReleaseSource, folder: Path) -> Path:
     requirement = f"{source.package}=={source.version}"
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
-    command += ["--disable-pip-version-check", requirement, "-d", str(folder)]
+    # --no-binary names only this package: `:all:` would make pip also build the sdist's build
+    # dependencies (setuptools, pybind11, ...) from source to read its metadata, taking minutes.
+    command = [sys.executable, "-m", "pip", "download", "--no-deps"]
+    command += ["--no-binary", source.package, "--disable-pip-version-check"]
+    command += [requirement, "-d", str(folder)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise FlagScaleError(
