@@ -475,3 +475,56 @@ def test_inv_patch_with_device_type_writes_and_commits(adapted: VendorWorkspace)
     assert f"wrote hardware/{DEVICE}/{BACKEND}/" in result.stderr
     metadata = read_metadata(load_workspace(adapted.root), DEVICE, FLAGSCALE)
     assert metadata.tasks == ("inference", "train") and metadata.flagscale_base == adapted.base
+
+
+def test_inv_patch_asks_on_a_terminal(adapted: VendorWorkspace) -> None:
+    import pty
+    import sys
+    import time
+
+    from tests.gitrepos import TOOL_ROOT
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "invoke",
+            "--search-root",
+            str(TOOL_ROOT),
+            "patch",
+            "--device-type",
+            DEVICE,
+            "--task",
+            "train",
+            "--backend",
+            BACKEND,
+            "--commit",
+            adapted.base,
+        ],
+        cwd=adapted.root,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    answers = [b"0.16.1\n", b"llama\n", b"Metax: asked\n", b"Dev <dev@x.invalid>\n"]
+    seen = b""
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        seen += chunk
+        if answers and seen.rstrip().endswith(b":"):
+            os.write(controller, answers.pop(0))
+            seen += b"\n"
+    process.wait(timeout=60)
+    os.close(controller)
+    assert process.returncode == 0, seen.decode(errors="replace")
+    for prompt in (b"Backend version", b"Models adapted", b"Commit message", b"Contact"):
+        assert prompt in seen
+    metadata = read_metadata(load_workspace(adapted.root), DEVICE, BACKEND)
+    assert metadata.contact == "Dev <dev@x.invalid>" and metadata.models == ("llama",)
+    assert run_git(adapted.root, "log", "-1", "--format=%s") == "Metax: asked"

@@ -298,3 +298,15 @@ def test_export_tree_writes_plain_files_with_modes_and_links(vendor, tmp_path: P
     assert os.readlink(destination / "docs" / "link") == "../megatron/legacy.py"
     assert os.access(destination / "tools" / "run.sh", os.X_OK)
     assert not (destination / ".git").exists()
+
+
+@pytest.mark.parametrize("mode", ["symlink", "copy"])
+def test_real_unpatch_gives_the_layered_tree(tmp_path: Path, mode: str) -> None:
+    from flagscale.overlay import unpatch
+
+    vendor = make_vendor_workspace(tmp_path)
+    run_git(vendor.root / "third_party" / BACKEND, "checkout", "-q", "--", ".")
+    run_git(vendor.root / "third_party" / BACKEND, "clean", "-q", "-f")
+    unpatch(vendor.root, [BACKEND], mode=mode)
+    ws = load_workspace(vendor.root)
+    assert trees.worktree_tree(ws, BACKEND) == trees.layered_tree(ws, BACKEND, vendor.base)
