@@ -1,7 +1,12 @@
 """Bringing each upstream checkout in third_party/ to a state that holds its pin.
 
 Only what is missing is fetched; an existing work tree is never touched here (laying the pin
-and the base layer over it is the overlay's job).
+and the base layer over it is the overlay's job). A fresh checkout is left at the pin, detached.
+
+- submodule backends: ``git submodule update --init`` for a fresh checkout; a missing pin is
+  fetched by its id, or with every branch and tag when the server refuses fetching by id.
+- release backends: the source archive is imported by :mod:`flagscale.release`; an existing
+  checkout only gains the new commit (a pin bump).
 """
 
 from __future__ import annotations
@@ -9,10 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from flagscale.errors import FlagScaleError
-from flagscale.gitcli import git, git_ok
-from flagscale.workspace import Backend, SubmoduleSource, Workspace
+from flagscale.gitcli import GitError, git, git_ok, git_text
+from flagscale.release import install_release, is_repository
+from flagscale.workspace import DECLARATION, Backend, ReleaseSource, SubmoduleSource, Workspace
 
 __all__ = ["ensure_checkout", "has_commit"]
+
+_ALL_REFS = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
 
 
 def has_commit(repo: Path, commit: str) -> bool:
@@ -24,16 +32,93 @@ def ensure_checkout(workspace: Workspace, backend: Backend) -> Path:
     """Make ``third_party/<backend>`` a git repository that contains the backend's pin.
 
     Returns the checkout folder. A fresh checkout is left at the pin; an existing one keeps its
-    work tree and only gains the missing commit.
+    work tree and only gains the missing commit. Nothing is downloaded when the pin is there.
     """
     checkout = workspace.path(backend.checkout)
     pin = workspace.pin(backend)
-    if isinstance(backend.source, SubmoduleSource):
-        if not (checkout / ".git").exists():
-            git(["submodule", "update", "--init", "--", backend.checkout], workspace.root)
-        elif not has_commit(checkout, pin):
-            git(["fetch", "--quiet", "origin", pin], checkout)
-        if not has_commit(checkout, pin):
-            raise FlagScaleError(f"{backend.name}: pin {pin} not found in {backend.source.url}")
+    if (checkout / ".git").exists() and has_commit(checkout, pin):
         return checkout
-    raise FlagScaleError(f"{backend.name}: release sources are not implemented yet")
+    if isinstance(backend.source, ReleaseSource):
+        install_release(
+            backend.source, checkout, workspace_root=workspace.root, pin=pin, label=backend.name
+        )
+    else:
+        _sync_submodule(workspace, backend, backend.source, pin)
+    return checkout
+
+
+def _sync_submodule(
+    workspace: Workspace, backend: Backend, source: SubmoduleSource, pin: str
+) -> None:
+    checkout = workspace.path(backend.checkout)
+    if is_repository(checkout):
+        _fetch_pin(workspace, backend, source, pin)
+    elif (checkout / ".git").exists() or (checkout.exists() and _occupied(checkout)):
+        raise _not_a_repository(backend, source)
+    else:
+        _init_submodule(workspace, backend, source, pin)
+
+
+def _occupied(folder: Path) -> bool:
+    return not folder.is_dir() or any(folder.iterdir())
+
+
+def _init_submodule(
+    workspace: Workspace, backend: Backend, source: SubmoduleSource, pin: str
+) -> None:
+    try:
+        git(["submodule", "update", "--init", "--", backend.checkout], workspace.root)
+    except GitError as exc:
+        if is_repository(workspace.path(backend.checkout)):
+            raise _pin_missing(workspace, backend, source, pin) from exc
+        raise _unreachable(workspace, backend, source, exc) from exc
+
+
+def _fetch_pin(workspace: Workspace, backend: Backend, source: SubmoduleSource, pin: str) -> None:
+    checkout = workspace.path(backend.checkout)
+    remote = "origin" if git_ok(["remote", "get-url", "origin"], checkout) else source.url
+    if not git_ok(["fetch", "--quiet", remote, pin], checkout):
+        try:  # the server may refuse fetching by commit id (uploadpack.allow*SHA1InWant)
+            git(["fetch", "--quiet", remote, *_ALL_REFS], checkout)
+        except GitError as exc:
+            raise _unreachable(workspace, backend, source, exc) from exc
+    if not has_commit(checkout, pin):
+        raise _pin_missing(workspace, backend, source, pin)
+
+
+def _remote_url(workspace: Workspace, source: SubmoduleSource) -> str:
+    """The URL git really uses: the one registered in .git/config, else .gitmodules'."""
+    key = f"submodule.{source.name}.url"
+    registered = git_text(["config", "--get", key], workspace.root, check=False)
+    return registered or source.url
+
+
+def _unreachable(
+    workspace: Workspace, backend: Backend, source: SubmoduleSource, exc: GitError
+) -> FlagScaleError:
+    url = _remote_url(workspace, source)
+    reason = next((line for line in exc.stderr.splitlines() if line.startswith("fatal:")), "")
+    return FlagScaleError(
+        f"{backend.name}: cannot fetch from {url}: {reason or exc}",
+        hint="if this site uses a mirror, point git at it with"
+        f" `git config --global url.<mirror-url>.insteadOf {url}`",
+    )
+
+
+def _pin_missing(
+    workspace: Workspace, backend: Backend, source: SubmoduleSource, pin: str
+) -> FlagScaleError:
+    url = _remote_url(workspace, source)
+    return FlagScaleError(
+        f"{backend.name}: pin {pin} (the gitlink of {backend.checkout}) does not exist in {url}",
+        hint="the commit was never pushed there, or the gitlink is wrong: set it with"
+        f" `git -C {backend.checkout} checkout <commit> && git add {backend.checkout}`",
+    )
+
+
+def _not_a_repository(backend: Backend, source: SubmoduleSource) -> FlagScaleError:
+    return FlagScaleError(
+        f"{backend.checkout} exists but is not a git repository",
+        hint=f"move it elsewhere (nothing in it was changed) and rerun to clone {source.url};"
+        f" {DECLARATION} declares {backend.name} as a submodule",
+    )
