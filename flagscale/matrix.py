@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -102,11 +103,20 @@ def build_matrix(
     pins = state.head.pins(backends)
     smoke = latest_smoke_results(results_dir) if results_dir else {}
     progress = Progress("matrix", total=len(patch_sets))
-    rows = []
+    head = state.head.commit
+    checks: dict[int, tuple[Check, Check]] = {}
     with _TreeIndexes(ws) as indexes:
-        for patch_set in patch_sets:
-            progress.step(f"{patch_set.device_type} {patch_set.backend}")
-            rows.append(_row(ws, indexes, keys, state.head.commit, pins, patch_set, smoke))
+        for patch_set in patch_sets:  # each tree is built once, here, before the checks start
+            indexes.prepare(patch_set.backend, patch_set.flagscale_base, head)
+        with ThreadPoolExecutor(max_workers=_workers()) as pool:
+            futures = {
+                pool.submit(_checks, indexes, _plain_patch(p, keys), p, head): p for p in patch_sets
+            }
+            for future in as_completed(futures):
+                patch_set = futures[future]
+                progress.step(f"{patch_set.device_type} {patch_set.backend}")
+                checks[id(patch_set)] = future.result()
+    rows = [_row(pins, p, *checks[id(p)], smoke) for p in patch_sets]
     progress.finish(f"checked {len(rows)} patch sets")
     document = {
         "schema_version": SCHEMA_VERSION,
@@ -120,21 +130,27 @@ def build_matrix(
     return validate(document, "matrix", "matrix document")
 
 
+def _workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _checks(
+    indexes: _TreeIndexes, patch: bytes | Check, patch_set: CommittedPatchSet, head: str
+) -> tuple[Check, Check]:
+    """(on its base, on current pins) for one set; ``patch`` is a Check when it is unreadable."""
+    if isinstance(patch, Check):
+        return patch, patch
+    on_base = indexes.check(patch_set.backend, patch_set.flagscale_base, patch)
+    return on_base, indexes.check(patch_set.backend, head, patch)
+
+
 def _row(
-    ws: Workspace,
-    indexes: _TreeIndexes,
-    keys: _Keys,
-    head: str,
     pins: dict[str, str],
     patch_set: CommittedPatchSet,
+    on_base: Check,
+    on_current: Check,
     smoke: dict[str, SmokeResult],
 ) -> dict[str, Any]:
-    patch = _plain_patch(patch_set, keys)
-    if isinstance(patch, Check):
-        on_base = on_current = patch
-    else:
-        on_base = indexes.check(patch_set.backend, patch_set.flagscale_base, patch)
-        on_current = indexes.check(patch_set.backend, head, patch)
     result = smoke.get(patch_set.device_type)
     return {
         "device_type": patch_set.device_type,
@@ -197,6 +213,11 @@ class _TreeIndexes:
 
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
+
+    def prepare(self, backend: str, *commits: str) -> None:
+        """Build the trees and fill the indexes of ``backend`` at ``commits`` (one thread)."""
+        for commit in commits:
+            self._index(backend, commit)
 
     def check(self, backend: str, commit: str, patch: bytes) -> Check:
         """Whether ``patch`` applies to the backend's tree at FlagScale ``commit``."""

@@ -247,7 +247,9 @@ def test_inv_matrix_writes_files_and_prints_the_table(
         str(scenario["key"]),
     )
     assert "Secret_E1" in result.stdout and "\x1b[" not in result.stdout
-    assert "matrix: [6/6] Secret_E1 Megatron-LM" in result.stderr  # one line per step in logs
+    steps = [line for line in result.stderr.splitlines() if line.startswith("matrix: [")]
+    assert len(steps) == 6 and steps[-1].startswith("matrix: [6/6] ")  # one line per step
+    assert any(" Secret_E1 Megatron-LM (+" in line for line in steps)
     document = json.loads((tmp_path / "m.json").read_text())
     assert document["summary"] == {"clean": 3, "drifting": 2, "conflicting": 1, "unknown": 0}
     assert (tmp_path / "m.html").read_text().startswith("<!DOCTYPE html>")
