@@ -87,6 +87,7 @@ class Assembler:
         # some plumbing (read-tree --prefix, checkout-index) insists on a work tree: an empty one
         self.empty = work / "empty"
         self.empty.mkdir(exist_ok=True)
+        self._holds: dict[str, str] = {}  # temp index name → the tree it holds unchanged
 
     def env(self, index: str, *, work_tree: Path | None = None) -> dict[str, str]:
         """Environment pointing git at the scratch repository, a temp index and our objects."""
@@ -137,13 +138,18 @@ class Assembler:
         # the root tree holds no third_party/ (trees.flagscale_tree leaves it out)
         for prefix, tree in parts.items():
             self.run(["read-tree", f"--prefix={prefix}/", tree], index)
-        return self.run(["write-tree"], index).decode().strip()
+        combined = self.run(["write-tree"], index).decode().strip()
+        self._holds[index] = combined
+        return combined
 
     def write_out(self, tree: str, destination: Path) -> None:
         """Write every file of ``tree`` under ``destination`` as plain files."""
-        index = "out"
-        self.run(["read-tree", tree], index)
-        self.run(["checkout-index", "-a", "-f", f"--prefix={destination}/"], index)
+        index = next((name for name, held in self._holds.items() if held == tree), "out")
+        if index == "out":
+            self.run(["read-tree", tree], index)
+        # checkout.workers=0: one writer per CPU (git's parallel checkout) for big trees
+        checkout = ["-c", "checkout.workers=0", "checkout-index", "-a", "-f"]
+        self.run([*checkout, f"--prefix={destination}/"], index)
 
     def three_way(self, component: Component, destination: Path) -> list[str]:
         """Apply with ``--3way`` in a work tree at ``destination``; return the conflicted paths.
@@ -190,7 +196,10 @@ class Assembler:
         except GitError as exc:
             raise PatchApplyError(describe_apply_failure(exc.stderr, component)) from None
         for path in patch_paths(numstat):
-            check_relative(path, _label_for_path(component, path))
+            try:
+                check_relative(path, component.name)
+            except FlagScaleError:  # name the patch file only now: finding it costs a scan
+                check_relative(path, _label_for_path(component, path))
 
     def unmerged(self, index: str) -> list[str]:
         """Paths with conflict stages in temp index ``index``."""

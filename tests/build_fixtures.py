@@ -7,6 +7,7 @@ user then clones that repository (``clone_user``) and builds from the clone.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -126,8 +127,6 @@ def rewrite_set(
     The patch's sha256 in the metadata follows the new bytes unless ``metadata`` sets it.
     Returns the new history commit.
     """
-    import hashlib
-
     folder = root / "hardware" / device / backend
     meta_path = folder / "metadata.yaml"
     data = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
@@ -210,3 +209,97 @@ def stat_signature(folder: Path) -> Iterator[tuple[str, int, int]]:
 def write_and_commit(root: Path, files: dict, message: str) -> str:
     write_files(root, files)
     return commit_all(root, message)
+
+
+# --- a generated, bigger workspace (kill tests, benchmark) --------------------------------------
+
+
+@dataclass(frozen=True)
+class BigOrigin:
+    """A generated FlagScale with a large upstream, its base layer and one device's sets."""
+
+    root: Path
+    base: str
+    pin: str
+    commit: str  # the history commit
+    patches: dict[str, bytes]  # backend → plaintext patch
+
+
+def module_text(index: int, lines: int = 40) -> str:
+    """Deterministic Python-looking source of about 1.5 KB."""
+    body = "".join(
+        f"    value_{n} = {index * 31 + n}  # line {n} of module {index}\n" for n in range(lines)
+    )
+    return f'"""Module {index}."""\n\n\ndef compute_{index}():\n{body}    return value_0\n'
+
+
+def make_big_origin(
+    tmp: Path,
+    *,
+    files: int = 3000,
+    layer: int = 100,
+    patched: int = 100,
+    device: str = DEVICE,
+) -> BigOrigin:
+    """Upstream of ``files`` files, a base layer overriding ``layer`` of them, and a vendor set
+    changing ``patched`` others (plus one FlagScale file), made with ``git diff --binary
+    --full-index`` against the layered tree and written in the documented layout."""
+    from flagscale.patchset import PatchMetadata, dump_metadata
+    from flagscale.trees import export_tree, layered_tree
+    from tests.gitrepos import make_workspace
+
+    upstream = {f"pkg{i // 100:02d}/module_{i:04d}.py": module_text(i) for i in range(files)}
+    names = sorted(upstream)
+    root, _ = make_workspace(tmp, {BACKEND: upstream}, extra={"flagscale/train.py": "T = 1\n"})
+    overrides = {
+        f"backends/{BACKEND}/{name}": upstream[name].replace("line 1 ", "line 1 (flagscale) ")
+        for name in names[:layer]
+    }
+    base = write_and_commit(root, overrides, "base layer")
+    ws = find_workspace(root)
+    pin = run_git(root, "rev-parse", f"{base}:third_party/{BACKEND}")
+
+    layered = tmp / "layered"
+    export_tree(ws, layered_tree(ws, BACKEND, base), layered)
+    run_git(layered, "init", "-q")
+    run_git(layered, "add", "-A")
+    edits = {
+        name: (layered / name).read_text().replace("line 20 ", "line 20 (vendor) ")
+        for name in names[layer : layer + patched]
+    }
+    write_files(layered, edits)
+    backend_patch = run_git(layered, "diff", "--binary", "--full-index").encode() + b"\n"
+
+    flagscale_patch = (
+        b"diff --git a/flagscale/train.py b/flagscale/train.py\n"
+        b"--- a/flagscale/train.py\n+++ b/flagscale/train.py\n@@ -1 +1 @@\n-T = 1\n+T = 2\n"
+    )
+    patches = {BACKEND: backend_patch, "FlagScale": flagscale_patch}
+    for backend, data in patches.items():
+        metadata = PatchMetadata(
+            device_type=device,
+            backend=backend,
+            flagscale_base=base,
+            backend_pin=None if backend == "FlagScale" else pin,
+            backend_version="1.0",
+            models=("gpt",),
+            tasks=("train",),
+            contact=CONTACT,
+            tool_version="0.1.0",
+            patches=(
+                {
+                    "file": f"{backend}.patch",
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "encrypted": False,
+                },
+            ),
+            encryption=None,
+        )
+        folder = f"hardware/{device}/{backend}"
+        write_files(
+            root,
+            {f"{folder}/{backend}.patch": data, f"{folder}/metadata.yaml": dump_metadata(metadata)},
+        )
+    commit_all(root, f"{device}: patch sets")
+    commit = record(root, device)
+    return BigOrigin(root, base, pin, commit, patches)
