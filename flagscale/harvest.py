@@ -105,7 +105,7 @@ def harvest_base_layer(
     with backend_lock(checkout.state.lock, backend.name):
         record = _laid_record(checkout)
         checkout.ensure_index(record, record.pin)
-        changed = checkout.index.changed_paths()
+        changed = checkout.changed_paths()
         layer = read_layer(workspace, backend, record.sources)
         pin = checkout.tree(record.pin)
         decisions, conflicts = _decide(checkout, record, layer, pin, changed)
@@ -226,7 +226,22 @@ def _conflict_error(backend: Backend, conflicts: list[_Decision]) -> FlagScaleEr
 
 
 def _new_deletions(decisions: list[_Decision]) -> list[str]:
-    return sorted(d.path for d in decisions if d.result == DELETED)
+    """The deletion list: upstream files the new layer removes, except those its own files
+    already replace (a file where a folder was, a folder where a file was)."""
+    files = {d.path for d in decisions if d.result is not None and d.result != DELETED}
+    folders = {parent for path in files for parent in _parents(path)}
+    return sorted(
+        d.path
+        for d in decisions
+        if d.result == DELETED
+        and d.path not in folders
+        and not any(parent in files for parent in _parents(d.path))
+    )
+
+
+def _parents(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
 
 
 def _write_layer(

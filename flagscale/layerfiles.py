@@ -21,6 +21,7 @@ __all__ = [
     "blob_oid",
     "check_link_target",
     "file_oid",
+    "is_leftover",
     "read_deletions",
     "remove_path",
     "scan_layer",
@@ -40,6 +41,11 @@ class LayerEntry:
     kind: str
     target: str | None
     stat: tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+
+
+def is_leftover(name: str) -> bool:
+    """True for the temporary sibling of a file being written (``.<name>.flagscale-tmp-<pid>``)."""
+    return name.startswith(".") and _TEMP_MARK in name
 
 
 def blob_oid(data: bytes) -> str:
@@ -70,7 +76,8 @@ def scan_layer(root: Path, where: str) -> dict[str, LayerEntry]:
         with os.scandir(root / prefix if prefix else root) as listing:
             for item in listing:
                 relative = f"{prefix}{item.name}"
-                if _TEMP_MARK in item.name:
+                if is_leftover(item.name):  # from a run killed mid-write (callers hold the lock)
+                    os.unlink(item.path)
                     continue
                 if item.is_dir(follow_symlinks=False):
                     pending.append(relative + "/")

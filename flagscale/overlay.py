@@ -26,7 +26,14 @@ from flagscale.laidrecord import (
     state_paths,
 )
 from flagscale.layer import Layer, read_layer
-from flagscale.layerfiles import blob_oid, prune_empty_parents, remove_path, write_file, write_link
+from flagscale.layerfiles import (
+    blob_oid,
+    is_leftover,
+    prune_empty_parents,
+    remove_path,
+    write_file,
+    write_link,
+)
 from flagscale.paths import ensure_inside
 from flagscale.savededits import save_tree_diff, saved_patch_path
 from flagscale.sync import ensure_checkout
@@ -89,14 +96,30 @@ class Checkout:
             base = record.pin if record else pin
             self.index.rebuild(self.tree(base), record.entries if record else {})
 
+    def changed_paths(self) -> list[str]:
+        """Paths differing from the laid index; temporary files of a killed run are removed."""
+        changed = []
+        for path in self.index.changed_paths():
+            if is_leftover(os.path.basename(path)):
+                (self.root / path).unlink(missing_ok=True)
+            else:
+                changed.append(path)
+        return changed
+
     def unexplained(self, changed: list[str], alternatives: list[tuple[str, dict]]) -> list[str]:
-        """The changed paths that match none of ``alternatives`` ((commit, laid entries) pairs)."""
+        """The changed paths that match none of ``alternatives`` ((commit, laid entries) pairs).
+
+        A path missing from disk that an alternative names is taken as removed by a run cut
+        short, not by the user (its content is in the pin or the layer either way).
+        """
         if not changed or not alternatives:
             return changed
         parents: dict[str, bool] = {}
         edits = []
         for path in changed:
             have = actual_state(self.root, path, parents)
+            if have is None and any(path in laid for _, laid in alternatives):
+                continue
             if not any(self._matches(commit, laid, path, have) for commit, laid in alternatives):
                 edits.append(path)
         return edits
@@ -164,9 +187,7 @@ def lay_base_layer(
         checkout.ensure_index(record, pin)
         base = record.pin if record else pin
         head = read_head(checkout.root)
-        edits = checkout.unexplained(
-            checkout.index.changed_paths(), _alternatives(record, base, head)
-        )
+        edits = checkout.unexplained(checkout.changed_paths(), _alternatives(record, base, head))
         layer = read_layer(workspace, backend, record.sources if record else None)
         inputs = fingerprint(pin, mode, layer.raw(mode))
         result = LayResult(backend.name, mode, pin)
@@ -299,19 +320,19 @@ def _transition(
             continue
         want = desired.get(path)
         have = actual_state(checkout.root, path, parents)
+        # Files are replaced by rename and restored by git over what is there, so a run cut
+        # short never leaves a path missing that it was about to rewrite.
         if want is None:
             if pin.matches(path, have):
                 continue
-            if have is not None:
-                removals.append(path)
             if pin.has_file(path):
                 restores.append(path)
+            elif have is not None:
+                removals.append(path)
         elif want == DELETED:
             if have is not None:
                 removals.append(path)
         elif have != want:
-            if have is not None:
-                removals.append(path)
             writes.append((path, want))
     for path in removals:
         remove_path(checkout.root, path)
@@ -321,10 +342,12 @@ def _transition(
     laid_now = {p: s for p, s in desired.items()}
     for path, want in writes:
         laid_now[path] = _write(checkout, layer, path, want)
-    checkout.index.record(sorted({p for p, _ in writes} | (set(removals) - set(restores))))
+    # Every path looked at, not only those written: after an interrupted run a path may hold
+    # its new state on disk while the laid index still has the old one.
+    checkout.index.record(sorted(paths - set(restores)))
     result.written += len(writes)
     result.restored += len(restores)
-    result.removed += len(set(removals) - set(restores) - {p for p, _ in writes})
+    result.removed += len(removals)
     return laid_now
 
 

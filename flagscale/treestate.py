@@ -15,6 +15,7 @@ import bisect
 import os
 import shutil
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -203,9 +204,16 @@ class LaidIndex:
     def exists(self) -> bool:
         return self.path.is_file()
 
-    def clear_stale_lock(self) -> None:
-        """Remove a lock left by a killed git (safe: the caller holds the tool's own lock)."""
-        Path(f"{self.path}.lock").unlink(missing_ok=True)
+    def clear_stale_lock(self, wait: float = 5.0) -> None:
+        """Remove a lock left by a killed run's git (the caller holds the tool's own lock).
+
+        A git orphaned by ``kill -9`` of its parent may still be finishing: give it a moment.
+        """
+        lock = Path(f"{self.path}.lock")
+        deadline = time.monotonic() + wait
+        while lock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lock.unlink(missing_ok=True)
 
     def rebuild(self, pin: PinTree, laid: dict[str, State]) -> None:
         """Make the index hold ``pin`` plus ``laid``, reusing the user's stat cache when it can."""
@@ -258,8 +266,10 @@ class LaidIndex:
         present, gone = [], []
         parents: dict[str, bool] = {}
         for path in paths:
-            reachable = _parents_are_folders(self.checkout, path, parents)
-            (present if reachable and os.path.lexists(self.checkout / path) else gone).append(path)
+            on_disk = _parents_are_folders(self.checkout, path, parents) and _is_file_or_link(
+                self.checkout / path
+            )
+            (present if on_disk else gone).append(path)
         if gone:
             self._git(["update-index", "--force-remove", "-z", "--stdin"], stdin=_nul_list(gone))
         if present:
@@ -275,6 +285,13 @@ class LaidIndex:
     def copy_to(self, other: Path) -> LaidIndex:
         shutil.copyfile(self.path, other)
         return LaidIndex(self.checkout, other)
+
+
+def _is_file_or_link(path: Path) -> bool:
+    try:
+        return not stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _nul_list(paths: list[str]) -> bytes:
