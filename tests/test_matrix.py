@@ -319,3 +319,25 @@ def test_newest_history_commit_wins_across_tasks(tmp_path: Path) -> None:
     record_history(rw, {"Two_T1": {"train": {BACKEND: [second]}, "inference": {BACKEND: [first]}}})
     assert CommittedState(ws.root).patch_set("Two_T1", BACKEND).commit == second
     assert os.environ.get("GIT_INDEX_FILE") is None
+
+
+def test_undeclared_backend_is_an_error_row_not_a_failure(tmp_path: Path) -> None:
+    rw = make_release_workspace(tmp_path)
+    base = rw.head()
+    write_patch_set(
+        rw, "Odd_O1", "FlagScale", make_patch(rw.root, base, {"README.md": "x\n"}), base=base
+    )
+    metadata = rw.root / "hardware" / "Odd_O1" / "FlagScale" / "metadata.yaml"
+    folder = rw.root / "hardware" / "Odd_O1" / "vllm"
+    folder.mkdir(parents=True)
+    text = metadata.read_text().replace("backend: FlagScale", "backend: vllm")
+    text = text.replace("backend_pin: null", f'backend_pin: "{rw.pin}"')
+    (folder / "metadata.yaml").write_text(text.replace("file: FlagScale.patch", "file: vllm.patch"))
+    (folder / "vllm.patch").write_bytes((metadata.parent / "FlagScale.patch").read_bytes())
+    sets = commit_all(rw.root, "a set for a backend nobody declared")
+    record_history(rw, {"Odd_O1": {"train": {"FlagScale+vllm": [sets]}}})
+    rows = rows_by_key(build_matrix(load_workspace(rw.root)))
+    assert rows[("Odd_O1", "FlagScale")]["verdict"] == "clean"
+    odd = rows[("Odd_O1", "vllm")]
+    assert odd["on_base"]["status"] == "error" and odd["current_pin"] is None
+    assert "unknown backend 'vllm'" in odd["on_base"]["detail"]
