@@ -33,6 +33,7 @@ from flagscale.trees import (
     WORKTREE_EXCLUDES,
     changed_entries,
     diff_trees,
+    filter_tree,
     flagscale_tree,
     flagscale_worktree_tree,
     layered_tree,
@@ -362,10 +363,18 @@ def _flagscale_excludes(ws: Workspace) -> tuple[str, ...]:
     return (*WORKTREE_EXCLUDES, DECLARATION, *layers)
 
 
-def _flagscale_patch(ws: Workspace, base: str) -> bytes:
+@dataclass(frozen=True)
+class _FlagScaleTrees:
+    """FlagScale's files at the base and in the work tree (third_party/, build/, hardware/ out)."""
+
+    base: str
+    work: str
+
+
+def _flagscale_patch(ws: Workspace, trees: _FlagScaleTrees) -> bytes:
     excludes = _flagscale_excludes(ws)
-    old = flagscale_tree(ws, base, exclude=excludes)
-    new = flagscale_worktree_tree(ws, exclude=excludes)
+    old = filter_tree(ws, trees.base, excludes)
+    new = filter_tree(ws, trees.work, excludes)
     return _checked_diff(ws, FLAGSCALE, old, new)
 
 
@@ -386,14 +395,13 @@ def _checked_diff(ws: Workspace, backend: str, old: str, new: str) -> bytes:
     return diff_trees(repo, old, new)
 
 
-def _warn_left_out(ws: Workspace, base: str, backends: list[str], report: Callable) -> None:
+def _warn_left_out(
+    ws: Workspace, base: str, trees: _FlagScaleTrees, backends: list[str], report: Callable
+) -> None:
     """Say which FlagScale-side changes no selected set carries (they stay in the work tree)."""
-    repo = scratch_repo(ws)
-    old = flagscale_tree(ws, base, exclude=WORKTREE_EXCLUDES)
-    new = flagscale_worktree_tree(ws)
     left_out = [
         after.path
-        for _before, after in changed_entries(repo, old, new)
+        for _before, after in changed_entries(scratch_repo(ws), trees.base, trees.work)
         if _carrier(ws, after.path) not in backends
     ]
     if left_out:
@@ -623,17 +631,20 @@ def create_patch_sets(ws: Workspace, request: PatchRequest) -> list[Path]:
     _check_device_folder_clean(ws, device)
     pieces = _gather_pieces(request)
 
+    own = _FlagScaleTrees(
+        flagscale_tree(ws, base, exclude=WORKTREE_EXCLUDES), flagscale_worktree_tree(ws)
+    )
     patches = []
     for name in backends:
         pin = None if name == FLAGSCALE else pin_at(ws, name, base)
-        data = _flagscale_patch(ws, base) if name == FLAGSCALE else _backend_patch(ws, name, base)
+        data = _flagscale_patch(ws, own) if name == FLAGSCALE else _backend_patch(ws, name, base)
         if not data:
             raise FlagScaleError(
                 f"{name}: no changes against FlagScale {base} (with its base layer)",
                 hint=f"leave {name} out of --backend",
             )
         patches.append(_Patch(name, pin, data))
-    _warn_left_out(ws, base, backends, request.report)
+    _warn_left_out(ws, base, own, backends, request.report)
 
     key = _load_key(request)
     sets = {

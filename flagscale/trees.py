@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from flagscale.errors import FlagScaleError
@@ -35,6 +37,7 @@ __all__ = [
     "changed_entries",
     "diff_trees",
     "export_tree",
+    "filter_tree",
     "flagscale_tree",
     "flagscale_worktree_tree",
     "layered_tree",
@@ -86,11 +89,16 @@ class TreeEntry:
 
 def scratch_repo(ws: Workspace) -> Path:
     """The scratch bare repository, created on first use, its alternates brought up to date."""
-    path = ws.state_dir / "scratch.git"
+    path = _state_dir(ws.root) / "scratch.git"
     if not (path / "objects").is_dir():
         _create_scratch(path)
     _update_alternates(path, _object_dirs(ws))
     return path
+
+
+@lru_cache(maxsize=64)
+def _state_dir(root: Path) -> Path:
+    return Workspace(root=root, backends={}).state_dir
 
 
 def _hermetic_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -128,6 +136,7 @@ def _object_dirs(ws: Workspace) -> list[str]:
     return list(dict.fromkeys(folders))
 
 
+@lru_cache(maxsize=256)
 def _objects_of(repo: Path) -> str:
     return git_text(["rev-parse", "--path-format=absolute", "--git-path", "objects"], repo)
 
@@ -287,26 +296,47 @@ def layered_tree(ws: Workspace, backend: Backend | str, flagscale_commit: str) -
         e.path: e for e in tree_entries(repo, _pin_tree(ws, backend, pin_at(ws, backend, commit)))
     }
     where = f"{backend.layer} at {commit}"
-    for entry in tree_entries(repo, commit, backend.layer):
+    layer = tree_entries(repo, commit, backend.layer)
+    for entry in layer:
         check_relative(entry.path, where)
         if entry.mode == GITLINK:
             raise FlagScaleError(f"{where}: {entry.path} is a submodule; a base layer holds files")
-        _make_room(files, entry.path)
-        files[entry.path] = entry
-    for path in _deletions_at(ws, backend, commit):
-        files.pop(path, None)
-        for name in [n for n in files if n.startswith(f"{path}/")]:
-            del files[name]
+    files = _lay_over(files, layer)
+    files = _lay_over(files, [], removed=_deletions_at(ws, backend, commit))
     return _tree_from_entries(ws, files.values())
 
 
-def _make_room(files: dict[str, TreeEntry], path: str) -> None:
-    """Drop entries that clash with ``path`` as a file: its parent paths and anything under it."""
-    parts = path.split("/")
-    for depth in range(1, len(parts)):
-        files.pop("/".join(parts[:depth]), None)
-    for name in [n for n in files if n.startswith(f"{path}/")]:
-        del files[name]
+def _lay_over(
+    files: dict[str, TreeEntry], entries: Iterable[TreeEntry], removed: Iterable[str] = ()
+) -> dict[str, TreeEntry]:
+    """``files`` with ``removed`` paths (files or folders) cut out and ``entries`` laid over.
+
+    A laid file replaces a folder of the same name and a file where it needs a folder.
+    """
+    laid = {e.path: e for e in entries}
+    cut = set(laid) | set(removed)
+    parents = {
+        path.rsplit("/", depth)[0] for path in laid for depth in range(1, path.count("/") + 1)
+    }
+    kept = {
+        name: entry
+        for name, entry in files.items()
+        if name not in parents and not _below_any(name, cut)
+    }
+    kept.update(laid)
+    return kept
+
+
+def _below_any(path: str, folders: set[str]) -> bool:
+    """True when ``path`` or a folder above it is in ``folders``."""
+    if path in folders:
+        return True
+    index = path.find("/")
+    while index != -1:
+        if path[:index] in folders:
+            return True
+        index = path.find("/", index + 1)
+    return False
 
 
 def _deletions_at(ws: Workspace, backend: Backend, commit: str) -> list[str]:
@@ -321,6 +351,12 @@ def _deletions_at(ws: Workspace, backend: Backend, commit: str) -> list[str]:
 
 def _backend(ws: Workspace, backend: Backend | str) -> Backend:
     return ws.backend(backend) if isinstance(backend, str) else backend
+
+
+def filter_tree(ws: Workspace, tree: str, exclude: Sequence[str]) -> str:
+    """``tree`` without the paths in ``exclude`` (each a file or a folder)."""
+    entries = tree_entries(scratch_repo(ws), tree)
+    return _tree_from_entries(ws, [e for e in entries if not _excluded(e.path, exclude)])
 
 
 # --- trees of the work tree -------------------------------------------------------------------
@@ -364,13 +400,18 @@ def worktree_tree(ws: Workspace, backend: Backend | str) -> str:
         git([*_CONTENT_CONFIG, "add", "-A", "--", "."], checkout, env=env)
         files = {e.path: e for e in _index_entries(checkout, env)}
     layer = Path(os.path.realpath(ws.path(backend.layer)))
+    replacements: list[tuple[str, list[tuple[Path, str]]]] = []
     for path in [p for p, e in files.items() if e.mode == SYMLINK]:
         target = _overlay_target(checkout / path, layer)
         if target is not None:
-            del files[path]
-            for entry in _entries_for(ws, target, path):
-                _make_room(files, entry.path)
-                files[entry.path] = entry
+            replacements.append((path, _sources_under(target, path)))
+    blobs = _hash_sources(ws, [source for _, sources in replacements for source, _ in sources])
+    laid = [
+        TreeEntry(_mode_of(source), blobs[source], path)
+        for _link, sources in replacements
+        for source, path in sources
+    ]
+    files = _lay_over(files, laid, removed=[link for link, _sources in replacements])
     return _tree_from_entries(ws, files.values())
 
 
@@ -384,27 +425,42 @@ def _overlay_target(link: Path, layer: Path) -> Path | None:
     return resolved if layer in resolved.parents else None
 
 
-def _entries_for(ws: Workspace, source: Path, path: str) -> list[TreeEntry]:
-    """Index entries for what ``source`` holds (file, symlink or folder), placed at ``path``."""
-    if source.is_symlink():
-        return [TreeEntry(SYMLINK, _hash_bytes(ws, os.fsencode(os.readlink(source))), path)]
-    if source.is_file():
-        mode = "100755" if os.access(source, os.X_OK) else "100644"
-        return [TreeEntry(mode, _hash_bytes(ws, source.read_bytes()), path)]
+def _sources_under(source: Path, path: str) -> list[tuple[Path, str]]:
+    """(file or symlink, tree path) for what ``source`` holds, placed at ``path``.
+
+    A folder gives its contents; a dangling overlay link (the layer file is gone) gives nothing.
+    """
+    if source.is_symlink() or source.is_file():
+        return [(source, path)]
     if source.is_dir():
-        entries: list[TreeEntry] = []
+        found: list[tuple[Path, str]] = []
         for child in sorted(source.iterdir()):
-            entries += _entries_for(ws, child, f"{path}/{child.name}")
-        return entries
-    return []  # a dangling overlay link: the file is gone
+            found += _sources_under(child, f"{path}/{child.name}")
+        return found
+    return []
 
 
-def _hash_bytes(ws: Workspace, data: bytes) -> str:
-    return (
-        _scratch_git(ws, ["hash-object", "-w", "--no-filters", "--stdin"], stdin=data)
-        .decode()
-        .strip()
-    )
+def _mode_of(source: Path) -> str:
+    if source.is_symlink():
+        return SYMLINK
+    return "100755" if source.stat().st_mode & stat.S_IXUSR else "100644"
+
+
+def _hash_sources(ws: Workspace, sources: list[Path]) -> dict[Path, str]:
+    """Blob ids of files (one batched call) and symlink targets, written to the scratch repo."""
+    blobs: dict[Path, str] = {}
+    files = [s for s in dict.fromkeys(sources) if not s.is_symlink() and "\n" not in str(s)]
+    if files:
+        listing = "".join(f"{f}\n" for f in files).encode("utf-8", "surrogateescape")
+        command = ["hash-object", "-w", "--no-filters", "--stdin-paths"]
+        oids = _scratch_git(ws, command, stdin=listing).decode().split()
+        blobs.update(zip(files, oids, strict=True))
+    for source in sources:
+        if source not in blobs:
+            data = os.fsencode(os.readlink(source)) if source.is_symlink() else source.read_bytes()
+            command = ["hash-object", "-w", "--no-filters", "--stdin"]
+            blobs[source] = _scratch_git(ws, command, stdin=data).decode().strip()
+    return blobs
 
 
 def flagscale_worktree_tree(ws: Workspace, *, exclude: Sequence[str] = WORKTREE_EXCLUDES) -> str:
