@@ -311,7 +311,7 @@ def _check_member_path(name: str, original: str, where: str) -> None:
         check_relative(name, where)
     except FlagScaleError as exc:
         reason = str(exc).rsplit(": ", 1)[-1]
-        raise _refuse(where, original, reason) from None
+        raise _refuse(where, original, f"is unsafe: {reason}") from None
 
 
 def _strip(name: str, prefix: str | None, where: str) -> str | None:
@@ -507,12 +507,22 @@ def _import_beside(
     try:
         commit = import_release(source, building, workspace_root=workspace_root)
         _check_pin(commit, source, pin, label)
-        if checkout.is_dir():
-            checkout.rmdir()  # _prepare_parent let only an empty folder through
-        os.rename(building, checkout)
+        _move_into_place(building, checkout)
     finally:
         shutil.rmtree(building, ignore_errors=True)
     return commit
+
+
+def _move_into_place(building: Path, checkout: Path) -> None:
+    try:
+        if checkout.is_dir():
+            checkout.rmdir()  # _prepare_parent let only an empty folder through
+        os.rename(building, checkout)
+    except OSError as exc:
+        raise FlagScaleError(
+            f"{checkout} was filled by something else during the import: {exc.strerror or exc}",
+            hint="another command may be syncing it; wait for it and rerun",
+        ) from exc
 
 
 def _prepare_parent(checkout: Path) -> None:
