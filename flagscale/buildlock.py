@@ -16,6 +16,7 @@ import errno
 import fcntl
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,12 +140,23 @@ def replace_directory(staging: Path, target: Path) -> None:
     remove_tree(retired)
 
 
-def remove_tree(path: Path) -> None:
-    """Remove a folder (or a file or link) that this tool made; missing is fine."""
-    if path.is_symlink() or path.is_file():
-        path.unlink(missing_ok=True)
-    elif path.exists():
-        shutil.rmtree(path, onerror=_make_writable_and_retry)
+def remove_tree(path: Path, attempts: int = 5) -> None:
+    """Remove a folder (or a file or link) that this tool made; missing is fine.
+
+    A git process orphaned by a killed build may still be writing into a staging folder for a
+    moment, so removal is retried a few times before the error is let through.
+    """
+    for attempt in range(attempts):
+        try:
+            if path.is_symlink() or path.is_file():
+                path.unlink(missing_ok=True)
+            elif path.exists():
+                shutil.rmtree(path, onerror=_make_writable_and_retry)
+            return
+        except OSError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 def _make_writable_and_retry(function, path, _excinfo) -> None:  # type: ignore[no-untyped-def]
