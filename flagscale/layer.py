@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flagscale.errors import FlagScaleError
@@ -38,6 +38,7 @@ class Layer:
     entries: dict[str, LayerEntry]
     deletions: list[str]
     sources: dict[str, list]
+    _hashed: dict[str, str] = field(default_factory=dict, repr=False)
 
     def state(self, path: str) -> State | None:
         """The layer's own state for ``path``: its file, DELETED, or None when it has nothing."""
@@ -54,7 +55,9 @@ class Layer:
         cached = self.sources.get(entry.path)
         if cached is not None and tuple(cached[:4]) == entry.stat:
             return str(cached[4])
-        oid = file_oid(self.root / entry.path)
+        if entry.path in self._hashed:
+            return self._hashed[entry.path]
+        oid = self._hashed[entry.path] = file_oid(self.root / entry.path)
         if time.time_ns() - entry.stat[1] > _RACY_NS:
             self.sources[entry.path] = [*entry.stat, oid]
         else:

@@ -157,34 +157,23 @@ def write_deletions(path: Path, paths: list[str], where: str) -> bool:
 
 
 def write_file(path: Path, data: bytes, *, executable: bool) -> None:
-    """Write ``data`` beside ``path`` and rename it into place (replacing a file or symlink)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` beside ``path`` and rename it into place (replacing a file or symlink).
+
+    The new file gets 0777 or 0666 less the umask, as git gives the files it checks out.
+    """
+    if not path.parent.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(f".{path.name}{_TEMP_MARK}{os.getpid()}")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    temp.unlink(missing_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     descriptor = os.open(temp, flags, 0o777 if executable else 0o666)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
-        _set_executable(temp, executable)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-
-
-def _set_executable(path: Path, executable: bool) -> None:
-    """Match the exec bits to ``executable`` (a replaced temp file may carry old bits)."""
-    mode = path.stat().st_mode
-    umask = _umask()
-    wanted = (0o777 if executable else 0o666) & ~umask
-    if stat.S_IMODE(mode) != wanted:
-        path.chmod(wanted)
-
-
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def write_link(path: Path, target: str) -> None:

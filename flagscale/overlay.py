@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from flagscale.layerfiles import (
     write_file,
     write_link,
 )
-from flagscale.paths import ensure_inside
+from flagscale.paths import check_relative
 from flagscale.savededits import save_tree_diff, saved_patch_path
 from flagscale.sync import ensure_checkout
 from flagscale.treestate import DELETED, LaidIndex, PinTree, State, actual_state, read_head
@@ -339,9 +340,10 @@ def _transition(
     for path in restores:
         _clear_folder(checkout, path)
     checkout.index.restore(pin.commit, restores)
-    laid_now = {p: s for p, s in desired.items()}
+    laid_now = dict(desired)
+    folders: dict[str, str] = {}
     for path, want in writes:
-        laid_now[path] = _write(checkout, layer, path, want)
+        laid_now[path] = _write(checkout, layer, path, want, folders)
     # Every path looked at, not only those written: after an interrupted run a path may hold
     # its new state on disk while the laid index still has the old one.
     checkout.index.record(sorted(paths - set(restores)))
@@ -364,12 +366,14 @@ def _clear_folder(checkout: Checkout, path: str) -> None:
         prune_empty_parents(checkout.root, path)
 
 
-def _write(checkout: Checkout, layer: Layer, path: str, want: State) -> State:
+def _write(
+    checkout: Checkout, layer: Layer, path: str, want: State, folders: dict[str, str]
+) -> State:
     """Lay one layer entry; return the state actually laid (copies: of the bytes written)."""
-    where = f"{checkout.backend.checkout}/{path}"
-    target = ensure_inside(checkout.root, path, where)
-    _refuse_symlinked_parents(checkout, path)
+    check_relative(path, checkout.backend.layer)
+    _refuse_symlinked_parents(checkout, path, folders)
     _clear_folder(checkout, path)
+    target = checkout.root / path
     kind, value = want
     if kind == "link":
         write_link(target, value)
@@ -379,13 +383,27 @@ def _write(checkout: Checkout, layer: Layer, path: str, want: State) -> State:
     return (kind, blob_oid(data))
 
 
-def _refuse_symlinked_parents(checkout: Checkout, path: str) -> None:
+def _refuse_symlinked_parents(checkout: Checkout, path: str, folders: dict[str, str]) -> None:
+    """Nothing is laid through a symlink (it could lead outside the checkout) or a file."""
     parent = os.path.dirname(path)
     while parent:
-        if os.path.islink(checkout.root / parent):
+        kind = folders.get(parent)
+        if kind is None:
+            kind = folders[parent] = _kind_on_disk(checkout.root / parent)
+        if kind in ("link", "file"):
             raise FlagScaleError(
                 f"{checkout.backend.layer}/{path}: {checkout.backend.checkout}/{parent} is a"
-                " symlink, so the file cannot be laid below it",
+                f" {'symlink' if kind == 'link' else 'file'}, so the file cannot be laid below it",
                 hint=f"add {parent!r} to {checkout.backend.deletions}",
             )
         parent = os.path.dirname(parent)
+
+
+def _kind_on_disk(path: Path) -> str:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    if stat.S_ISLNK(mode):
+        return "link"
+    return "folder" if stat.S_ISDIR(mode) else "file"
