@@ -422,7 +422,10 @@ def _overlay_target(link: Path, layer: Path) -> Path | None:
     except OSError:
         return None
     resolved = Path(os.path.normpath(os.path.join(os.path.realpath(link.parent), target)))
-    return resolved if layer in resolved.parents else None
+    if layer not in resolved.parents:
+        return None
+    folder = Path(os.path.realpath(resolved.parent))  # no way out through a linked folder
+    return resolved if folder == layer or layer in folder.parents else None
 
 
 def _sources_under(source: Path, path: str) -> list[tuple[Path, str]]:

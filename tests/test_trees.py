@@ -310,3 +310,16 @@ def test_real_unpatch_gives_the_layered_tree(tmp_path: Path, mode: str) -> None:
     unpatch(vendor.root, [BACKEND], mode=mode)
     ws = load_workspace(vendor.root)
     assert trees.worktree_tree(ws, BACKEND) == trees.layered_tree(ws, BACKEND, vendor.base)
+
+
+def test_overlay_links_are_not_followed_out_of_the_layer(vendor, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("not for the patch\n")
+    os.symlink(outside, vendor.root / "backends" / BACKEND / "out")
+    os.symlink(f"../../backends/{BACKEND}/out/secret", vendor.checkout / "leak")
+    ws = load_workspace(vendor.root)
+    tree = trees.worktree_tree(ws, BACKEND)
+    assert paths_of(ws, tree)["leak"] == "120000"
+    blob = run_git(trees.scratch_repo(ws), "cat-file", "blob", f"{tree}:leak")
+    assert blob == f"../../backends/{BACKEND}/out/secret"
