@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from flagscale.archive import read_archive
 from flagscale.errors import FlagScaleError
 from flagscale.release import (
     IMPORT_FORMAT,
@@ -17,7 +18,6 @@ from flagscale.release import (
     fetch_artifact,
     import_release,
     install_release,
-    read_archive,
     release_ref,
 )
 from flagscale.workspace import ReleaseSource, load_workspace
