@@ -584,6 +584,47 @@ def test_lost_private_state_is_rebuilt(workspace: Path) -> None:
         lay(workspace, mode="copy")
 
 
+def _mutations(record: dict) -> list[object]:
+    """Records that break the schema in one place each (plus the good one, first)."""
+    entry = next(iter(record["entries"]))
+    bad: list[object] = [record, [], {**record, "version": 2}, {**record, "version": True}]
+    bad += [{**record, "pin": "abc"}, {**record, "mode": "hard"}, {**record, "backend": ""}]
+    bad += [{**record, "fingerprint": "x" * 64}, {**record, "extra": 1}]
+    bad += [{k: v for k, v in record.items() if k != "sources"}]
+    for value in (["file", "zz"], ["link", ""], ["deleted", "x"], ["exec"], "file", ["gone", ""]):
+        bad.append({**record, "entries": {**record["entries"], entry: value}})
+    bad.append({**record, "sources": {"a": [1, 2, 3, 4]}})
+    bad.append({**record, "sources": {"a": [1, 2, 3, 4.5, "0" * 40]}})
+    bad.append({**record, "pending": {"pin": record["pin"]}})
+    bad.append({**record, "pending": {"pin": record["pin"], "entries": {}}})
+    return bad
+
+
+def test_fast_record_check_agrees_with_the_schema(workspace: Path) -> None:
+    import json
+
+    from flagscale.laidrecord import well_formed
+    from flagscale.schema import SchemaError, validate
+
+    lay(workspace, mode="copy")
+    record = state_paths(find_workspace(workspace).state_dir, NAME).record
+    for candidate in _mutations(json.loads(record.read_text())):
+        try:
+            validate(candidate, "overlay-state", "record")
+            valid = True
+        except SchemaError:
+            valid = False
+        assert well_formed(candidate) == valid, candidate
+
+
+def test_record_breaking_the_schema_is_reported(workspace: Path) -> None:
+    lay(workspace)
+    record = state_paths(find_workspace(workspace).state_dir, NAME).record
+    record.write_text(record.read_text().replace('"mode": "symlink"', '"mode": "hard"'))
+    with pytest.raises(FlagScaleError, match=r"Megatron-LM.json .*at mode: 'hard'"):
+        lay(workspace)
+
+
 def test_corrupt_record_is_reported(workspace: Path) -> None:
     lay(workspace)
     record = state_paths(find_workspace(workspace).state_dir, NAME).record
