@@ -75,8 +75,10 @@ def _describe_error(error: ValidationError, source: str, schema_name: str) -> st
 
 
 def _reason(error: ValidationError) -> str:
-    if error.validator == "additionalProperties":
-        return error.message.split(" were unexpected")[0].replace("Additional properties", "unknown key")
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        unknown = sorted(str(k) for k in error.instance if k not in allowed)
+        return f"has unknown key(s) {', '.join(unknown)}"
     if error.validator == "type":
         return f"should be of type {error.validator_value}"
     if error.validator == "pattern":
