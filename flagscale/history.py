@@ -305,7 +305,11 @@ def record_history(
     recorded = []
     for task in wanted:
         commits = history.setdefault(device, {}).setdefault(task, {}).setdefault(key, [])
-        same = _same_sets(ws, commits[-1], found, device, names) if commits else False
+        # found by content: a newer commit holding the same sets adds nothing; an explicit
+        # --commit is recorded as asked (a heterogeneous build needs one shared commit)
+        same = (
+            bool(commits) and commit is None and _same_sets(ws, commits[-1], found, device, names)
+        )
         if found in commits or same:
             holder = found if found in commits else commits[-1]
             report(f"{device} {task} {key}: already recorded ({holder} holds these sets)")

@@ -372,3 +372,16 @@ def test_inv_record_and_check_history(vendor: VendorWorkspace) -> None:
     assert "lists a commit more than once" in result.stderr and "--repair" in result.stderr
     result = inv(vendor.root, "check-history", "--repair")
     assert "repaired:" in result.stdout and "duplicates removed" in result.stdout
+
+
+def test_explicit_commit_is_recorded_even_with_identical_sets(vendor: VendorWorkspace) -> None:
+    first = make_sets(vendor, ["llama"])
+    record(vendor)
+    write_files(vendor.root, {"shared.txt": "a commit shared with another device type\n"})
+    shared = commit_all(vendor.root, "shared")
+    lines: list[str] = []
+    record_history(
+        load_workspace(vendor.root), DEVICE, ["train"], BACKENDS, shared, report=lines.append
+    )
+    assert lines == [f"{DEVICE} train {KEY}: recorded {shared}"]
+    assert load_history(load_workspace(vendor.root))[DEVICE]["train"][KEY] == [first, shared]
