@@ -37,7 +37,6 @@ from flagscale.layerfiles import (
 )
 from flagscale.paths import check_relative
 from flagscale.savededits import save_tree_diff, saved_patch_path
-from flagscale.sync import ensure_checkout
 from flagscale.treestate import DELETED, LaidIndex, PinTree, State, actual_state, read_head
 from flagscale.workspace import Backend, Workspace, find_workspace
 
@@ -180,6 +179,8 @@ def lay_base_layer(
     echo: Echo = print,
 ) -> LayResult:
     """Bring ``third_party/<b>`` to its pin + base layer; refuse (or save, with ``force``) edits."""
+    from flagscale.sync import ensure_checkout  # imports the release importer: only when laying
+
     ensure_checkout(workspace, backend)
     pin = workspace.pin(backend)
     checkout = Checkout(workspace, backend, state_dir or workspace.state_dir)

@@ -179,14 +179,21 @@ def git_dir(checkout: Path) -> Path:
 
 
 def read_head(checkout: Path) -> str:
-    """The commit the checkout's HEAD points at (read from files when it is detached)."""
+    """The commit the checkout's HEAD points at, read from files when it can be (no process)."""
+    folder = git_dir(checkout)
     try:
-        text = (git_dir(checkout) / "HEAD").read_text(encoding="utf-8").strip()
+        text = (folder / "HEAD").read_text(encoding="utf-8").strip()
+        if text.startswith("ref: "):
+            text = (folder / text[5:]).read_text(encoding="utf-8").strip()
     except OSError:
         text = ""
-    if len(text) == 40 and all(c in "0123456789abcdef" for c in text):
+    if _is_sha1(text):
         return text
     return git_text(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], checkout, check=False)
+
+
+def _is_sha1(text: str) -> bool:
+    return len(text) == 40 and all(c in "0123456789abcdef" for c in text)
 
 
 class LaidIndex:
