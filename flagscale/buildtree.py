@@ -69,11 +69,23 @@ class Component:
     @property
     def patch(self) -> bytes:
         """All pieces as one patch (pieces are whole per-file diffs, so plain concatenation)."""
-        return b"".join(_ends_with_newline(piece.text) for piece in self.pieces)
+        return b"".join(_terminated(piece.text) for piece in self.pieces)
 
 
-def _ends_with_newline(text: bytes) -> bytes:
-    return text if not text or text.endswith(b"\n") else text + b"\n"
+def _terminated(text: bytes) -> bytes:
+    """``text`` ending in a newline, and in the blank line a final binary hunk needs.
+
+    FlagScale's older tool stripped the trailing newlines of its diffs, which cuts the blank
+    line off a binary hunk at the very end; git then skips that file with only a warning.
+    """
+    if not text:
+        return text
+    if not text.endswith(b"\n"):
+        text += b"\n"
+    last = text.rfind(b"\ndiff --git ")
+    if b"\nGIT binary patch\n" in text[last + 1 :] and not text.endswith(b"\n\n"):
+        text += b"\n"
+    return text
 
 
 class Assembler:
@@ -120,7 +132,7 @@ class Assembler:
         self.run(["read-tree", component.base_tree], index)
         patch = component.patch
         self.check_patch_paths(patch, component)
-        args = ["apply", "--cached", "--binary", "--allow-empty"]
+        args = ["apply", "--cached", "--binary"]
         if component.whitespace_fix:
             args.append("--whitespace=fix")
         if three_way:
@@ -195,11 +207,29 @@ class Assembler:
             numstat = self.run(["apply", "--numstat", "-z", "-"], "paths", stdin=patch)
         except GitError as exc:
             raise PatchApplyError(describe_apply_failure(exc.stderr, component)) from None
-        for path in patch_paths(numstat):
+        paths = patch_paths(numstat)
+        for path in paths:
             try:
                 check_relative(path, component.name)
             except FlagScaleError:  # name the patch file only now: finding it costs a scan
                 check_relative(path, _label_for_path(component, path))
+        self.check_all_read(patch, paths, component)
+
+    def check_all_read(self, patch: bytes, paths: list[str], component: Component) -> None:
+        """Refuse a patch with a file section git could not read (it skips those, exit 0)."""
+        headers = [line for line in patch.split(b"\n") if line.startswith(b"diff --git ")]
+        if len(headers) <= len(paths):
+            return
+        known = set(paths)
+        for header in headers:
+            names = header[len(b"diff --git ") :].decode("utf-8", "surrogateescape")
+            if not any(names.endswith(f" b/{path}") or _c_quote(path) in names for path in known):
+                label = _label_for_header(component, header)
+                raise PatchApplyError(
+                    f"{label}: the change to {names.split(' b/')[-1]} is corrupt (git cannot read"
+                    " it and would skip it)",
+                    hint="restore the patch file from git, or ask the vendor to regenerate it",
+                )
 
     def unmerged(self, index: str) -> list[str]:
         """Paths with conflict stages in temp index ``index``."""
@@ -230,6 +260,10 @@ def patch_paths(numstat: bytes) -> list[str]:
     return paths
 
 
+_CORRUPT = re.compile(
+    r"^error: corrupt (?P<what>binary patch |patch )at line (?P<line>\d+):?\s*(?P<reason>.*)$",
+    re.MULTILINE,
+)
 _PATCH_FAILED = re.compile(r"^error: patch failed: (?P<path>.+):(?P<line>\d+)$", re.MULTILINE)
 _PATH_ERROR = re.compile(r"^error: (?P<path>.+?): (?P<reason>[^:]+)$", re.MULTILINE)
 _OTHER_ERROR = re.compile(r"^(?:error|fatal): (?P<reason>.+)$", re.MULTILINE)
@@ -238,6 +272,11 @@ _OTHER_ERROR = re.compile(r"^(?:error|fatal): (?P<reason>.+)$", re.MULTILINE)
 def describe_apply_failure(stderr: str, component: Component) -> str:
     """One line naming the patch file, the target file and the hunk that did not apply."""
     where = f"{component.name}" + (f" ({component.prefix}/)" if component.prefix else "")
+    corrupt = _CORRUPT.search(stderr)
+    if corrupt:
+        label, line = _piece_at_line(component, int(corrupt["line"]))
+        reason = corrupt["reason"] or "unreadable"
+        return f"{label}: corrupt {corrupt['what']}at line {line} ({reason}) for {where}"
     failed = _PATCH_FAILED.search(stderr)
     if failed:
         path, line = failed["path"], int(failed["line"])
@@ -257,6 +296,17 @@ def describe_apply_failure(stderr: str, component: Component) -> str:
     reason = other["reason"] if other else (stderr.strip() or "git apply failed")
     label = component.pieces[0].label if len(component.pieces) == 1 else component.name
     return f"{label}: not a patch git can apply ({reason}) for {where}"
+
+
+def _piece_at_line(component: Component, line: int) -> tuple[str, int]:
+    """(patch file label, line in that file) for a line of the concatenated patch."""
+    offset = 0
+    for piece in component.pieces:
+        count = _terminated(piece.text).count(b"\n")
+        if line <= offset + count:
+            return piece.label, line - offset
+        offset += count
+    return component.name, line
 
 
 def locate_hunk(component: Component, path: str, old_line: int) -> tuple[str, str]:
@@ -281,6 +331,13 @@ def _label_for_path(component: Component, path: str) -> str:
             if text.startswith("diff --git ") and _header_names(text, path):
                 return piece.label
     return component.pieces[0].label if component.pieces else component.name
+
+
+def _label_for_header(component: Component, header: bytes) -> str:
+    for piece in component.pieces:
+        if header in piece.text:
+            return piece.label
+    return component.name
 
 
 def _header_names(header: str, path: str) -> bool:

@@ -217,9 +217,9 @@ def _check_identity(metadata: LegacyMetadata, choice: HistoryChoice, backend: st
 
 def _full_commit(ws: Workspace, commit: str, source: str, *, repo_name: str | None = None) -> str:
     """A commit id from a diff.yaml as 40 hex digits (short ids of the oldest sets resolved)."""
-    if re.fullmatch(r"[0-9a-f]{40}", commit):
-        return commit
-    if repo_name is not None:  # an upstream commit: only full ids can be checked out offline
+    if repo_name is not None:  # an upstream commit: only full ids can be fetched by id
+        if re.fullmatch(r"[0-9a-f]{40}", commit):
+            return commit
         raise FlagScaleError(
             f"{source}: backends_commit for {repo_name} is {commit!r}, not a full commit id",
             hint="write the full 40-hex commit id",

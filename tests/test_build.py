@@ -545,3 +545,20 @@ def test_build_outside_a_workspace(tmp_path: Path) -> None:
     assert result.returncode == 0
     outcome = inv(tmp_path / "empty", "build", "--device", DEVICE, check=False)
     assert outcome.returncode == 1 and "not inside a FlagScale workspace" in outcome.stderr
+
+
+def test_patch_with_a_section_git_cannot_read(user: Path) -> None:
+    corrupt = (
+        b"diff --git a/blob.bin b/blob.bin\nnew file mode 100644\n"
+        b"GIT binary patch\nliteral 10\nnot base85 at all\n\n"
+    )
+    rewrite_set(user, DEVICE, BACKEND, patch=corrupt + set_patch(user, DEVICE, BACKEND))
+    message = error_of(user)
+    assert f"{BACKEND}.patch: corrupt binary patch at line 5 (not base85 at all)" in message
+
+
+def test_patch_section_git_would_skip_silently(user: Path) -> None:
+    lonely = b"diff --git a/lonely.txt b/lonely.txt\n"
+    rewrite_set(user, DEVICE, BACKEND, patch=set_patch(user, DEVICE, BACKEND) + lonely)
+    message = error_of(user)
+    assert f"{BACKEND}.patch: the change to lonely.txt is corrupt" in message
