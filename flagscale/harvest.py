@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flagscale.checkout import SHOWN_PATHS, Checkout
 from flagscale.errors import FlagScaleError
 from flagscale.laidrecord import LaidRecord, backend_lock, fingerprint
 from flagscale.layer import Layer, overlay_target, read_layer
@@ -24,7 +25,6 @@ from flagscale.layerfiles import (
     write_file,
     write_link,
 )
-from flagscale.overlay import SHOWN_PATHS, Checkout
 from flagscale.paths import check_relative, ensure_inside
 from flagscale.savededits import save_tree_diff, saved_patch_path, tree_from_entries, write_blobs
 from flagscale.treestate import DELETED, PinTree, State, actual_state, read_head

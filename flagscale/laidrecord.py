@@ -19,7 +19,15 @@ from pathlib import Path
 from flagscale.errors import FlagScaleError
 from flagscale.treestate import State
 
-__all__ = ["LaidRecord", "backend_lock", "fingerprint", "state_paths", "well_formed"]
+__all__ = [
+    "MODES",
+    "LaidRecord",
+    "StatePaths",
+    "backend_lock",
+    "fingerprint",
+    "state_paths",
+    "well_formed",
+]
 
 MODES = ("symlink", "copy")
 _REPAIR = "delete it and run `inv unpatch --force`"

@@ -39,12 +39,19 @@ class Layer:
     deletions: list[str]
     sources: dict[str, list]
     _hashed: dict[str, str] = field(default_factory=dict, repr=False)
+    _deleted_set: frozenset[str] | None = field(default=None, repr=False)
+
+    @property
+    def _deleted(self) -> frozenset[str]:
+        if self._deleted_set is None:
+            self._deleted_set = frozenset(self.deletions)
+        return self._deleted_set
 
     def state(self, path: str) -> State | None:
         """The layer's own state for ``path``: its file, DELETED, or None when it has nothing."""
         entry = self.entries.get(path)
         if entry is None:
-            return DELETED if path in self.deletions else None
+            return DELETED if path in self._deleted else None
         if entry.kind == "link":
             assert entry.target is not None
             return ("link", entry.target)
