@@ -21,12 +21,16 @@ namespace = Collection()
 
 
 @task(
-    iterable=["backend"],
+    iterable=["backend", "task", "key_path"],
     help={
         "backend": "backend(s) to lay (default: every non-optional one); repeat or separate "
         "with spaces/commas",
         "mode": "how whole files are laid: symlink (edits go straight into backends/) or copy",
         "force": "discard edits not in backends/, after saving them as a patch file",
+        "device_type": "user: build build/<Vendor_Model>/ from its patch sets (= inv build)",
+        "task": "user, with --device-type: task(s) whose patch sets to use",
+        "commit": "user, with --device-type: the history's FlagScale commit (default: newest)",
+        "key_path": "user, with --device-type: key file for encrypted patch sets",
         "verbose": VERBOSE_HELP,
     },
 )
@@ -35,11 +39,30 @@ def unpatch(
     backend: list[str] | None = None,
     mode: str = "symlink",
     force: bool = False,
+    device_type: str | None = None,
+    task: list[str] | None = None,
+    commit: str | None = None,
+    key_path: list[str] | None = None,
     verbose: bool = False,
 ) -> None:
     """Bring third_party/<backend> to its pin with FlagScale's base layer laid over it."""
     from flagscale.overlay import unpatch as lay
 
+    if device_type is not None:
+        from flagscale.buildcli import unpatch_device_command
+
+        report_errors(
+            verbose,
+            lambda: unpatch_device_command(
+                device_type,
+                task=split_names(task),
+                backends=split_names(backend),
+                commit=commit,
+                key_paths=split_names(key_path),
+                force=force,
+            ),
+        )
+        return
     report_errors(verbose, lambda: lay(None, split_names(backend), mode=mode, force=force))
 
 

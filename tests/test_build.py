@@ -283,6 +283,22 @@ def test_unpatch_device_type_builds_the_same_tree(user: Path, tmp_path: Path) ->
     assert "with backends ['Megatron-LM']" in message or "Megatron-LM" in message
 
 
+def test_inv_unpatch_device_type_spelling_of_seed_000(user: Path) -> None:
+    result = inv(
+        user, "unpatch", "--backend", "Megatron-LM FlagScale", "--task", "train",
+        "--device-type", DEVICE,
+    )  # fmt: skip
+    assert f"built {TARGET}" in result.stderr
+    assert read_record(user / TARGET).inputs["task"] == "train"
+    checkout = user / "third_party" / BACKEND  # the workspace itself is not laid or patched
+    assert (checkout / "patched_by_layer.py").read_text() == "base = 'upstream'\n"
+    assert not (checkout / "megatron/vendor").exists()
+    wrong = inv(user, "unpatch", "--device-type", DEVICE, "--task", "inference", check=False)
+    assert wrong.returncode == 1 and "has no entry for Metax_C550 with task inference" in (
+        wrong.stderr
+    )
+
+
 def _unpatch_error(user: Path, **options) -> str:
     with pytest.raises(FlagScaleError) as caught:
         unpatch_device_command(DEVICE, task="train", start=user, **options)
