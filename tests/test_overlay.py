@@ -547,6 +547,16 @@ def test_layer_file_also_listed_as_deleted(workspace: Path) -> None:
         lay(workspace)
 
 
+def test_deleting_a_folder_deletes_its_files(workspace: Path) -> None:
+    (workspace / DELETIONS).write_text("version: 1\ndeleted: [docs]\n", encoding="utf-8")
+    lay(workspace)
+    assert not (workspace / CHECKOUT / "docs").exists()
+    assert lay(workspace)[0].up_to_date
+    write_files(workspace / CHECKOUT, {"docs/guide.md": "guide\n"})  # bring one file back
+    harvest(workspace)
+    assert (workspace / DELETIONS).read_text() == "version: 1\ndeleted:\n- docs/old.md\n"
+
+
 def test_layer_file_replaces_an_upstream_folder(workspace: Path) -> None:
     shutil.rmtree(workspace / LAYER / "megatron")
     write_files(workspace / LAYER, {"docs": "docs is a file now\n"})
