@@ -10,6 +10,7 @@ marker, so a timeout or an interrupt stops exactly those processes.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,11 +27,13 @@ __all__ = [
     "JobRun",
     "free_port",
     "job_environment",
+    "rank_error_tail",
     "run_job",
     "torchrun_command",
 ]
 
 JOB_MARKER = "FLAGSCALE_SMOKE_JOB"
+_ROOT_CAUSE = re.compile(r"Root Cause \(first observed failure\):.*?local_rank: (\d+)\)", re.S)
 # Variables that would let the caller's environment change what the job imports.
 PYTHON_VARIABLES = (
     "PYTHONPATH",
@@ -61,8 +64,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def torchrun_command(nproc: int, port: int, entry: Path, arguments: Sequence[str]) -> list[str]:
-    """``python -m torch.distributed.run`` on one node with ``nproc`` local processes."""
+def torchrun_command(
+    nproc: int, port: int, entry: Path, arguments: Sequence[str], rank_logs: Path
+) -> list[str]:
+    """``python -m torch.distributed.run`` on one node with ``nproc`` local processes; each
+    rank's output also goes to ``rank_logs/<run>/attempt_0/<rank>/{stdout,stderr}.log``."""
     return [
         sys.executable,
         "-m",
@@ -77,9 +83,30 @@ def torchrun_command(nproc: int, port: int, entry: Path, arguments: Sequence[str
         str(port),
         "--max-restarts",
         "0",
+        "--log-dir",
+        str(rank_logs),
+        "--tee",
+        "3",
         str(entry),
         *arguments,
     ]
+
+
+def rank_error_tail(job_log: Path, rank_logs: Path, lines: int) -> tuple[int, list[str]] | None:
+    """The root-cause rank torchrun names in ``job_log`` and the last lines of its stderr."""
+    try:
+        text = job_log.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    found = _ROOT_CAUSE.search(text)
+    if found is None:
+        return None
+    rank = int(found.group(1))
+    for stderr in sorted(rank_logs.glob(f"*/attempt_*/{rank}/stderr.log")):
+        tail = stderr.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        if tail:
+            return rank, tail
+    return None
 
 
 def job_environment(

@@ -26,6 +26,7 @@ __all__ = [
     "SYSTEM_MONITOR",
     "Monitor",
     "MonitorError",
+    "Operation",
     "peak_memory",
     "run_operation",
     "start_monitors",
@@ -63,10 +64,26 @@ def vendor_monitor_path(hardware_dir: Path, device_type: str) -> Path:
     return hardware_dir / f"{vendor}_monitor.py"
 
 
+@dataclass(frozen=True)
+class Operation:
+    """How one ``-o <operation>`` call ended, and what it printed."""
+
+    returncode: int
+    output: str
+
+    def tail(self) -> str:
+        lines = self.output.strip().splitlines()
+        return " | ".join(lines[-TAIL_LINES:]) or "no output"
+
+
 def run_operation(
     monitor: Monitor, operation: str, env: Mapping[str, str], watch: str | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``python <script> -o <operation> -l <log_dir>``, its output appended to the monitor's log."""
+) -> Operation:
+    """``python <script> -o <operation> -l <log_dir>``, its output appended to the monitor's log.
+
+    Output goes to a file, not a pipe: a monitor whose background sampler keeps the inherited
+    descriptors open must not make this wait for it.
+    """
     monitor.log_dir.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, str(monitor.script), "-o", operation, "-l", str(monitor.log_dir)]
     if operation in ("start", "restart"):
@@ -74,27 +91,33 @@ def run_operation(
     full_env = {**env, **monitor.marker.env()}
     if watch:
         full_env[WATCH_VARIABLE] = watch
-    try:
-        result = subprocess.run(
-            command,
-            env=full_env,
-            cwd=monitor.log_dir,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=OPERATION_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise MonitorError(
-            f"monitor {monitor.script}: `-o {operation}` did not return within"
-            f" {OPERATION_TIMEOUT:g} s"
-        ) from exc
-    with open(_operations_log(monitor), "a", encoding="utf-8") as log:
-        log.write(
-            f"$ {' '.join(command)}\n{result.stdout}{result.stderr}[exit {result.returncode}]\n"
-        )
-    return result
+    log_path = _operations_log(monitor)
+    with open(log_path, "ab") as log:
+        log.write(f"$ {' '.join(command)}\n".encode())
+        log.flush()
+        offset = log.tell()
+        try:
+            result = subprocess.run(
+                command,
+                env=full_env,
+                cwd=monitor.log_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=OPERATION_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise MonitorError(
+                f"monitor {monitor.script}: `-o {operation}` did not return within"
+                f" {OPERATION_TIMEOUT:g} s (log: {log_path})"
+            ) from exc
+    with open(log_path, "rb") as log:
+        log.seek(offset)
+        output = log.read().decode("utf-8", errors="replace")
+    with open(log_path, "ab") as log:
+        log.write(f"[exit {result.returncode}]\n".encode())
+    return Operation(result.returncode, output)
 
 
 def start_monitors(monitors: list[Monitor], env: Mapping[str, str], watch: str) -> None:
@@ -109,7 +132,7 @@ def start_monitors(monitors: list[Monitor], env: Mapping[str, str], watch: str) 
             monitor.outcome = "start failed"
             raise MonitorError(
                 f"monitor {monitor.script} failed to start (exit {result.returncode}):"
-                f" {_tail(result)} (log: {_operations_log(monitor)})"
+                f" {result.tail()} (log: {_operations_log(monitor)})"
             )
         monitor.outcome = "running"
 
@@ -120,10 +143,14 @@ def stop_monitors(monitors: list[Monitor], env: Mapping[str, str]) -> list[str]:
     for monitor in reversed(monitors):
         if not monitor.started:
             continue
+        if monitor.outcome == "start failed":  # no `-o stop` for it; end what it left behind
+            stop_group_and_marked(None, monitor.marker)
+            monitor.started = False
+            continue
         try:
             result = run_operation(monitor, "stop", env)
             failed = result.returncode != 0
-            detail = f"exit {result.returncode}: {_tail(result)}"
+            detail = f"exit {result.returncode}: {result.tail()}"
         except MonitorError as exc:
             failed, detail = True, str(exc)
         killed = stop_group_and_marked(None, monitor.marker)
@@ -161,8 +188,3 @@ def peak_memory(samples_path: Path) -> dict[str, float]:
 
 def _operations_log(monitor: Monitor) -> Path:
     return monitor.log_dir / "operations.log"
-
-
-def _tail(result: subprocess.CompletedProcess[str]) -> str:
-    lines = (result.stderr or result.stdout or "").strip().splitlines()
-    return " | ".join(lines[-TAIL_LINES:]) or "no output"

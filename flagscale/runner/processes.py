@@ -52,25 +52,27 @@ class Marker:
 
 def stop_group_and_marked(group: int | None, marker: Marker, grace: float = 5.0) -> list[int]:
     """SIGTERM the process group ``group`` and every marked process; SIGKILL what outlives
-    ``grace`` seconds. Returns the pids that had to be killed."""
+    ``grace`` seconds. Returns the pids of the marked processes that were found running."""
     targets = marker.processes()
+    found = [p.pid for p in targets]
     _signal_group(group, signal.SIGTERM)
     for process in targets:
         _signal(process, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        targets = [p for p in targets if _alive(p)] + [
-            p for p in marker.processes() if p not in targets
-        ]
-        if not targets:
-            return []
+    while True:
+        late = [p for p in marker.processes() if p not in targets]  # started while stopping
+        for process in late:
+            _signal(process, signal.SIGTERM)
+        found += [p.pid for p in late]
+        targets = [p for p in targets + late if _alive(p)]
+        if not targets or time.monotonic() >= deadline:
+            break
         time.sleep(0.05)
-    killed = [p.pid for p in targets if _alive(p)]
     _signal_group(group, signal.SIGKILL)
     for process in targets:
         _signal(process, signal.SIGKILL)
     psutil.wait_procs(targets, timeout=grace)
-    return killed
+    return sorted(set(found))
 
 
 def _signal(process: psutil.Process, signum: int) -> None:

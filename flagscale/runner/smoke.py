@@ -27,6 +27,7 @@ from flagscale.runner.launch import (
     JOB_MARKER,
     free_port,
     job_environment,
+    rank_error_tail,
     run_job,
     torchrun_command,
 )
@@ -223,9 +224,9 @@ def _launch(
     job_file = run.log_dir / "job.json"
     job_file.write_text(json.dumps(config.job_spec(), indent=2, sort_keys=True) + "\n", "utf-8")
     metrics = run.log_dir / "metrics.jsonl"
-    command = torchrun_command(
-        config.nproc, free_port(), run.entry, ["--job", str(job_file), "--metrics", str(metrics)]
-    )
+    arguments = ["--job", str(job_file), "--metrics", str(metrics)]
+    rank_logs = run.log_dir / "ranks"
+    command = torchrun_command(config.nproc, free_port(), run.entry, arguments, rank_logs)
     env = job_environment(base_env, python_path, variables, marker)
     job_log = run.log_dir / "job.log"
     job_log.write_text("$ " + " ".join(command) + "\n", "utf-8")
@@ -233,6 +234,8 @@ def _launch(
         command, env=env, cwd=run.log_dir, log_path=job_log, timeout=timeout, marker=marker
     )
     run.duration, run.exit_status = outcome.duration, outcome.returncode
+    if outcome.killed:
+        _append(job_log, f"# the runner stopped the job's processes {list(outcome.killed)}\n")
     _read_metrics(run, metrics)
     if outcome.timed_out:
         raise SmokeError(
@@ -242,9 +245,16 @@ def _launch(
         )
     _check_losses_finite(run)
     if outcome.returncode != 0:
+        failed = f"smoke job {config.case} on {run.device_type} failed with exit status"
+        root_cause = rank_error_tail(job_log, rank_logs, TAIL_LINES)
+        if root_cause is None:
+            raise SmokeError(
+                f"{failed} {outcome.returncode}; last lines of {job_log}:\n{_tail(job_log)}"
+            )
+        rank, lines = root_cause
         raise SmokeError(
-            f"smoke job {config.case} on {run.device_type} failed with exit status"
-            f" {outcome.returncode}; last lines of {job_log}:\n{_tail(job_log)}"
+            f"{failed} {outcome.returncode}; rank {rank} failed first, its last lines"
+            f" (full log {job_log}):\n" + "\n".join(f"  {line}" for line in lines)
         )
     _check_provenance(run, python_path[0])
     if len(run.losses) != config.train["steps"]:

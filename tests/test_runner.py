@@ -1,0 +1,255 @@
+"""The smoke runner on real torchrun processes, with stand-in training entries (no torch in the
+job): golden record/compare, timeout, crash, NaN, provenance, log folders, results."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from flagscale.runner.golden import load_golden
+from flagscale.runner.smoke import SmokeError, run_smoke
+from flagscale.schema import validate
+from tests.smoke_fixtures import (
+    DEVICE,
+    fake_losses,
+    fake_workspace,
+    record_fake_golden,
+    write_case,
+)
+
+
+def run(root: Path, case: Path, **options: object):
+    return run_smoke(root, DEVICE, case, **options)
+
+
+def result_of(root: Path, case: str = "tiny") -> dict:
+    path = root / "logs" / "smoke" / DEVICE / case / "result.json"
+    document = json.loads(path.read_text())
+    validate(document, "smoke-result", str(path))
+    return document
+
+
+def test_record_then_pass_writes_golden_result_and_plot(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path)
+    case = write_case(root, entry="fake/ok.py")
+    recorded = run(root, case, record_golden=True)
+    golden_file = root / "hardware" / DEVICE / "smoke" / "tiny.golden.json"
+    assert recorded.status == "recorded"
+    assert recorded.golden == golden_file
+    first_bytes = golden_file.read_bytes()
+    golden = load_golden(golden_file)
+    assert golden.losses == recorded.losses and len(golden.losses) == 5
+    assert golden.tolerance.relative == 1.0e-6
+
+    passed = run(root, case)
+    assert passed.status == "passed"
+    assert passed.losses == recorded.losses  # deterministic
+    document = result_of(root)
+    assert document["status"] == "passed" and document["reason"] is None
+    assert document["golden"]["first_divergence"] is None
+    assert document["job"]["megatron_core"].startswith(str(root / "build" / DEVICE))
+    assert document["hooks"]["monitors"] == {"system": "stopped"}
+    assert document["peak_memory_mb"]["job_rss"] > 0
+    assert document["peak_memory_mb"]["rank_max_rss"] == 12.5
+    assert (passed.log_dir / "loss.png").read_bytes().startswith(b"\x89PNG")
+
+    assert recorded.losses == fake_losses(case)
+    assert record_fake_golden(root, case).read_bytes() == first_bytes  # same losses, same bytes
+    assert not list(golden_file.parent.glob(".*tmp"))
+
+
+def test_mismatch_names_first_diverging_step(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path, modes=("ok", "diverge"))
+    case = write_case(root, entry="fake/ok.py")
+    record_fake_golden(root, case)
+    # Same settings (so the same golden applies), another entry behaviour: losses drift at step 4.
+    build = root / "build" / DEVICE
+    (build / "fake" / "ok.py").write_text((build / "fake" / "diverge.py").read_text())
+    with pytest.raises(SmokeError) as failure:
+        run(root, case)
+    message = str(failure.value)
+    expected = fake_losses(case)[3]
+    assert f"{DEVICE}/tiny: loss diverges at step 4: expected {expected:.8g}, got" in message
+    assert f"{expected + 0.5:.8g}" in message
+    assert "tolerance relative 1e-06, absolute 1e-09" in message
+    document = result_of(root)
+    assert document["status"] == "failed"
+    assert document["golden"]["first_divergence"]["step"] == 4
+    assert (root / "logs" / "smoke" / DEVICE / "tiny" / "loss.png").is_file()
+
+
+def test_env_file_reaches_the_job_and_changes_losses(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path)
+    case = write_case(root, entry="fake/ok.py")
+    record_fake_golden(root, case)
+    env_file = root / "hardware" / DEVICE / "environment_variables.sh"
+    env_file.write_text("# shifts the stand-in losses\nexport FAKE_LOSS_SHIFT=0.25\n")
+    with pytest.raises(SmokeError, match="loss diverges at step 1: expected"):
+        run(root, case)
+    document = result_of(root)
+    assert document["hooks"]["environment_variables"] == ["FAKE_LOSS_SHIFT"]
+    assert tuple(document["losses"]) == fake_losses(case, shift=0.25)
+
+
+def test_missing_golden_says_the_record_command(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path)
+    case = write_case(root, entry="fake/ok.py")
+    with pytest.raises(SmokeError) as failure:
+        run(root, case)
+    assert str(failure.value) == (
+        f"hardware/{DEVICE}/smoke/tiny.golden.json: no golden losses for case tiny on {DEVICE}"
+        f" (record them with `inv smoke --device {DEVICE} --config ci/smoke/tiny.yaml"
+        " --record-golden`)"
+    )
+
+
+def test_golden_of_other_settings_is_refused(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path)
+    case = write_case(root, entry="fake/ok.py")
+    record_fake_golden(root, case)
+    write_case(root, entry="fake/ok.py", train={"steps": 5, "seed": 8, "lr": 0.01})
+    refused = r"recorded for other settings of case tiny \(config_sha256 .*re-record"
+    with pytest.raises(SmokeError, match=refused):
+        run(root, case)
+
+
+def test_timeout_stops_only_the_jobs_processes(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path, modes=("escape",))
+    case = write_case(root, entry="fake/escape.py")
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    try:
+        started = time.monotonic()
+        with pytest.raises(SmokeError) as failure:
+            run(root, case, record_golden=True, timeout=10)
+        assert time.monotonic() - started < 60
+        message = str(failure.value)
+        assert message.startswith(
+            f"smoke job tiny on {DEVICE} timed out after 10 s (at step 2 of 5); its processes"
+            " were stopped"
+        )
+        log_dir = root / "logs" / "smoke" / DEVICE / "tiny"
+        escaped = int((log_dir / "escaped.pid").read_text())
+        assert not _alive(escaped), "a process the job started in its own session survived"
+        assert bystander.poll() is None, "an unrelated process was killed"
+        assert not _marked_processes("FLAGSCALE_SMOKE_JOB", tmp_path)
+        document = result_of(root)
+        assert document["status"] == "error" and "timed out" in document["reason"]
+        assert document["hooks"]["monitors"] == {"system": "stopped"}
+        assert not (log_dir / "monitors" / "system" / "sys_monitor.pid").exists()
+        assert not (root / "hardware" / DEVICE / "smoke" / "tiny.golden.json").exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_crash_reports_exit_status_and_log_tail(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path, modes=("crash",))
+    case = write_case(root, entry="fake/crash.py")
+    with pytest.raises(SmokeError) as failure:
+        run(root, case, record_golden=True)
+    message = str(failure.value)
+    first_line = message.splitlines()[0]
+    assert first_line.startswith(f"smoke job tiny on {DEVICE} failed with exit status 1;")
+    assert "rank 0 failed first, its last lines (full log" in first_line
+    assert "RuntimeError: fake kernel failure on rank" in message
+    assert result_of(root)["job"]["exit_status"] == 1
+
+
+def test_nan_loss_names_the_step(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path, modes=("nan",))
+    case = write_case(root, entry="fake/nan.py")
+    with pytest.raises(SmokeError) as failure:
+        run(root, case, record_golden=True)
+    assert str(failure.value).startswith(f"smoke job tiny on {DEVICE}: loss is nan at step 3 (log:")
+    document = result_of(root)
+    assert document["losses"][2] is None and len(document["losses"]) == 3
+    assert not (root / "hardware" / DEVICE / "smoke").exists()
+
+
+def test_module_from_outside_the_build_is_refused(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path, modes=("leak",))
+    case = write_case(root, entry="fake/leak.py")
+    with pytest.raises(SmokeError) as failure:
+        run(root, case, record_golden=True)
+    assert str(failure.value).startswith(
+        "smoke job imported leaky from /somewhere/else/leaky.py, outside the build tree"
+    )
+
+
+def test_megatron_from_elsewhere_is_refused(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path)
+    case = write_case(root, entry="fake/ok.py")
+    elsewhere = tmp_path / "site" / "megatron" / "core"
+    elsewhere.mkdir(parents=True)
+    (elsewhere.parent / "__init__.py").write_text("")
+    (elsewhere / "__init__.py").write_text("")
+    # The build's megatron is a symlink to another tree: the job must notice where it really is.
+    megatron = root / "build" / DEVICE / "third_party" / "Megatron-LM" / "megatron"
+    shutil.rmtree(megatron / "core")
+    (megatron / "core").symlink_to(elsewhere)
+    with pytest.raises(SmokeError, match=r"imported megatron.core from .*/site/megatron/core/"):
+        run(root, case, record_golden=True)
+
+
+def test_build_checks(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path)
+    case = write_case(root, entry="fake/ok.py")
+    with pytest.raises(SmokeError, match=r"build tree .*/Metax_C550 does not exist \(run `inv"):
+        run_smoke(root, "Metax_C550", case)
+    (root / "build" / DEVICE / ".flagscale-build.json").unlink()
+    with pytest.raises(SmokeError, match=r"is not a complete build tree"):
+        run(root, case)
+    with pytest.raises(Exception, match="not Vendor_Model"):
+        run_smoke(root, "generic", case)
+
+
+def test_log_folder_not_made_by_the_runner_is_kept(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path)
+    case = write_case(root, entry="fake/ok.py")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(SmokeError, match="was not made by the smoke runner; not clearing it"):
+        run(root, case, record_golden=True, log_dir=mine)
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _marked_processes(name: str, folder: Path) -> list[int]:
+    """Processes carrying the runner's marker ``name`` that work inside ``folder`` (tests run
+    in parallel: another test's job is not this test's leftover)."""
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if name in process.environ() and Path(process.cwd()).is_relative_to(folder):
+                found.append(process.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers(tmp_path: Path) -> Iterator[None]:
+    yield
+    leftovers = _marked_processes("FLAGSCALE_SMOKE_JOB", tmp_path) + _marked_processes(
+        "FLAGSCALE_SMOKE_MONITOR", tmp_path
+    )
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    assert not leftovers, f"processes left running: {leftovers}"
