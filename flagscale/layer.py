@@ -121,6 +121,11 @@ class Layer:
 def read_layer(workspace: Workspace, backend: Backend, sources: dict[str, list] | None) -> Layer:
     """Read and check ``backends/<b>/`` and its deletion list."""
     root = workspace.path(backend.layer)
+    if root.is_symlink():
+        raise FlagScaleError(
+            f"{backend.layer} is a symlink; a base layer must be a folder of the workspace",
+            hint="replace it with a folder holding the files (e.g. `cp -rL` it into place)",
+        )
     entries = scan_layer(root, backend.layer)
     deletions = read_deletions(workspace.path(backend.deletions), backend.deletions)
     _refuse_deleted_entries(backend, entries, set(deletions))
