@@ -502,6 +502,13 @@ def test_symlink_in_layer_leading_outside(workspace: Path, target: str, reason: 
     assert not os.path.lexists(workspace / CHECKOUT / "evil")
 
 
+def test_layer_folder_that_is_a_symlink(workspace: Path, tmp_path: Path) -> None:
+    shutil.move(workspace / LAYER, tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", workspace / LAYER)
+    with pytest.raises(FlagScaleError, match="backends/Megatron-LM is a symlink"):
+        lay(workspace)
+
+
 def test_layer_entry_named_git(workspace: Path) -> None:
     write_files(workspace / LAYER, {"sub/.git/config": "x\n"})
     with pytest.raises(FlagScaleError, match="backends/Megatron-LM: unsafe path 'sub/.git/config'"):
