@@ -671,15 +671,17 @@ def test_killed_unpatch_is_finished_by_the_next_run(workspace: Path) -> None:
         for i in range(300):
             (workspace / LAYER / f"bulk/f{i:03}.py").write_text(f"v{version} {i}\n" * 200)
 
-    rewrite_layer(2)
-    began = time.monotonic()
-    assert start().wait() == 0
-    full = time.monotonic() - began
+    def wait_for_pending(process: subprocess.Popen[bytes]) -> None:
+        """Wait until the run has recorded what it is about to lay (or has finished)."""
+        while process.poll() is None and '"pending": {' not in record.read_text():
+            time.sleep(0.002)
+
     cut_mid_run = 0
-    for version, fraction in enumerate((0.6, 0.8, 0.95), start=3):
+    for version, delay in enumerate((0.0, 0.05, 0.15, 0.3), start=2):
         rewrite_layer(version)
         process = start()
-        time.sleep(full * fraction)
+        wait_for_pending(process)
+        time.sleep(delay)
         process.kill()
         process.wait()
         cut_mid_run += '"pending": {' in record.read_text()
