@@ -44,15 +44,19 @@ IDENTITY = {
 }
 
 
-def median_seconds(action: Callable[[], object], prepare: Callable[[], object], repeat: int):
-    """Median and all timings of ``action`` (``prepare`` runs untimed before each)."""
-    times = []
+Step = tuple[Callable[[], object], Callable[[], object]]  # (prepare, untimed; action, timed)
+
+
+def interleaved(steps: dict[str, Step], repeat: int) -> dict[str, list[float]]:
+    """Time every step once per round, ``repeat`` rounds: a load change hits all steps alike."""
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeat):
-        prepare()
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), times
+        for name, (prepare, action) in steps.items():
+            prepare()
+            started = time.perf_counter()
+            action()
+            times[name].append(time.perf_counter() - started)
+    return times
 
 
 def floor_once(scratch: Path, trees: dict[str, str], patches: dict[str, bytes], out: Path) -> None:
@@ -111,29 +115,35 @@ def main() -> None:
             BACKEND: layered_tree(ws, BACKEND, origin.base),
         }
         floor_dir = work / "floor"
-        floor, floor_all = median_seconds(
-            lambda: floor_once(scratch, trees, origin.patches, floor_dir),
-            lambda: shutil.rmtree(floor_dir, ignore_errors=True),
-            args.repeat,
-        )
-        cold, cold_all = median_seconds(
-            lambda: build_devices(ws, request),
-            lambda: shutil.rmtree(target, ignore_errors=True),
-            args.repeat,
-        )
-        unchanged, unchanged_all = median_seconds(
-            lambda: build_devices(ws, request), lambda: None, args.repeat
-        )
         command = [sys.executable, "-m", "invoke", "--search-root", str(ROOT), "build"]
         command += ["--device", DEVICE]
 
         def cli() -> None:
             subprocess.run(command, cwd=user, check=True, capture_output=True)
 
-        cli_cold, _ = median_seconds(
-            cli, lambda: shutil.rmtree(target, ignore_errors=True), args.repeat
+        def nothing() -> None:
+            pass
+
+        times = interleaved(
+            {
+                "floor": (
+                    lambda: shutil.rmtree(floor_dir, ignore_errors=True),
+                    lambda: floor_once(scratch, trees, origin.patches, floor_dir),
+                ),
+                "cold": (
+                    lambda: shutil.rmtree(target, ignore_errors=True),
+                    lambda: build_devices(ws, request),
+                ),
+                "unchanged": (nothing, lambda: build_devices(ws, request)),
+                "cli_cold": (lambda: shutil.rmtree(target, ignore_errors=True), cli),
+                "cli_unchanged": (nothing, cli),
+            },
+            args.repeat,
         )
-        cli_unchanged, _ = median_seconds(cli, lambda: None, args.repeat)
+        floor, cold, unchanged, cli_cold, cli_unchanged = (
+            statistics.median(times[name])
+            for name in ("floor", "cold", "unchanged", "cli_cold", "cli_unchanged")
+        )
         files = sum(len(f) for _d, _s, f in os.walk(target))
     finally:
         if not args.keep:
@@ -150,7 +160,7 @@ def main() -> None:
         "unchanged_ratio": round(unchanged / floor, 3),
         "cli_cold_build_s": round(cli_cold, 3),
         "cli_unchanged_rebuild_s": round(cli_unchanged, 3),
-        "runs": {"floor": floor_all, "cold": cold_all, "unchanged": unchanged_all},
+        "runs": times,
         "cpus": os.cpu_count(),
         "load_average": os.getloadavg(),
     }

@@ -40,6 +40,7 @@ from flagscale.fingerprint import (
     RECORD_NAME,
     STATE_NAME,
     BuildRecord,
+    FolderState,
     fingerprint_of,
     read_record,
     read_state,
@@ -554,7 +555,7 @@ def _save_edits(target: Path, tree: str, assembler: Assembler, request: BuildReq
     )
 
 
-def _changed_paths(recorded, current) -> list[str]:  # type: ignore[no-untyped-def]
+def _changed_paths(recorded: FolderState, current: FolderState) -> list[str]:
     return [line[2:] for line in recorded.differences(current, limit=1 << 30)]
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from flagscale import __version__
@@ -431,8 +430,3 @@ def _base_facts(
         layers[name] = (layer.oid if layer else None, deletions.oid if deletions else None)
     base_tree = git(["rev-parse", f"{base}^{{tree}}"], ws.root).decode().strip()
     return pins, layers, base_tree
-
-
-def key_files(paths: Sequence[Path]) -> list[Path]:
-    """The ``--key-path`` values as paths, duplicates removed."""
-    return list(dict.fromkeys(Path(p) for p in paths))
