@@ -569,6 +569,7 @@ def _write_hetero_map(root: Path, folders: dict[str, Path], request: BuildReques
     text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     path = root / HETERO_MAP
     with DeviceLock(root, "hetero"):
+        clean_stale(root, "hetero")  # a temporary file of a killed writer
         if path.is_file() and path.read_text(encoding="utf-8") == text:
             return
         write_file_atomically(path, text.encode())

@@ -120,7 +120,8 @@ def clean_stale(build_root: Path, name: str) -> None:
 def _siblings(build_root: Path, name: str) -> Iterator[Path]:
     if not build_root.is_dir():
         return
-    prefixes = tuple(f".{name}.{mark}" for mark in ("tmp-", "old-", "conflicts-tmp-"))
+    marks = ("tmp-", "old-", "conflicts-tmp-", "edits.patch.tmp-", "json.tmp-")
+    prefixes = tuple(f".{name}.{mark}" for mark in marks)
     for entry in build_root.iterdir():
         if entry.name.startswith(prefixes):
             yield entry
