@@ -218,3 +218,21 @@ def test_workflow_yaml_keeps_on_as_a_key(tmp_path: Path) -> None:
     path.write_text("on: push\njobs: [\n")
     with pytest.raises(SchemaError, match=r"w.yml:\d+: not valid YAML"):
         load_workflow(path)
+
+
+def test_inv_smoke_reports_one_line_errors(tmp_path: Path) -> None:
+    root = ci_workspace(tmp_path)
+    missing = inv(root, "smoke", check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        "error: no --device given (name a device type, e.g. --device Generic_CPU)"
+    )
+    no_build = inv(root / "hardware", "smoke", "--device", "Generic_CPU", check=False)
+    assert no_build.returncode == 1
+    assert no_build.stderr.strip() == (
+        f"error: build tree {root / 'build' / 'Generic_CPU'} does not exist"
+        " (run `inv build --device Generic_CPU` first)"
+    )
+    bad_case = inv(root, "smoke", "--device", "Generic_CPU", "--config", "nope.yaml", check=False)
+    assert bad_case.returncode == 1
+    assert bad_case.stderr.strip() == "error: nope.yaml: file not found"
