@@ -144,8 +144,13 @@ def test_encrypted_sets_build_the_same_tree_with_the_key(
     build(plain)
     inv(secret, "build", "--device", DEVICE, "--key-path", str(encrypted_origin.key))
 
+    built = secret / TARGET
+    assert tree_files(built, f"third_party/{BACKEND}") == vendor_backend_files(
+        encrypted_origin.vendor
+    )
+    assert built_flagscale_files(built) == vendor_flagscale_files(encrypted_origin.vendor)
     # the two vendor repositories differ only in where their upstream lives (.gitmodules)
-    assert _files_but(secret / TARGET) == _files_but(plain / TARGET)
+    assert _files_but(built) == _files_but(plain / TARGET)
     assert read_record(secret / TARGET).inputs["components"][1]["key_id"] == crypto.key_id(
         crypto.load_key(encrypted_origin.key)
     )
