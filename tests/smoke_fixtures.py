@@ -136,6 +136,13 @@ def record_fake_golden(root: Path, case: Path, device: str = DEVICE) -> Path:
 
     config = load_config(case)
     path = golden_path(root / "hardware", device, config.case)
-    golden = Golden(device, config.case, config.fingerprint(), fake_losses(case), config.tolerance)
+    golden = Golden(
+        device,
+        config.case,
+        config.fingerprint(),
+        fake_losses(case),
+        config.tolerance,
+        {"torch": None, "megatron_core": "fake"},  # what the stand-in entry reports
+    )
     write_golden(path, golden)
     return path
