@@ -59,6 +59,13 @@ def interleaved(steps: dict[str, Step], repeat: int) -> dict[str, list[float]]:
     return times
 
 
+def settle(folder: Path | None = None) -> None:
+    """Remove ``folder`` and flush the disk, so one step's deletes do not slow the next."""
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+    os.sync()
+
+
 def floor_once(scratch: Path, trees: dict[str, str], patches: dict[str, bytes], out: Path) -> None:
     """``git archive | tar -x`` of each tree, then one ``git apply`` per patch, outside any repo."""
     from tests.build_fixtures import BACKEND
@@ -122,20 +129,20 @@ def main() -> None:
             subprocess.run(command, cwd=user, check=True, capture_output=True)
 
         def nothing() -> None:
-            pass
+            settle()
 
         times = interleaved(
             {
                 "floor": (
-                    lambda: shutil.rmtree(floor_dir, ignore_errors=True),
+                    lambda: settle(floor_dir),
                     lambda: floor_once(scratch, trees, origin.patches, floor_dir),
                 ),
                 "cold": (
-                    lambda: shutil.rmtree(target, ignore_errors=True),
+                    lambda: settle(target),
                     lambda: build_devices(ws, request),
                 ),
                 "unchanged": (nothing, lambda: build_devices(ws, request)),
-                "cli_cold": (lambda: shutil.rmtree(target, ignore_errors=True), cli),
+                "cli_cold": (lambda: settle(target), cli),
                 "cli_unchanged": (nothing, cli),
             },
             args.repeat,
