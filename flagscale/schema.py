@@ -70,22 +70,24 @@ def load_document(path: Path, schema_name: str, *, display: str | None = None) -
 def _describe_error(error: ValidationError, source: str, schema_name: str) -> str:
     location = "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
     location = location.lstrip(".") or "(top level)"
-    value = _short(error.instance)
-    return f"{source}: at {location}: {value} {_reason(error)} (schema {schema_name})"
+    return f"{source}: at {location}: {_reason(error)} (schema {schema_name})"
 
 
 def _reason(error: ValidationError) -> str:
+    """What is wrong, naming the offending value once."""
+    value = _short(error.instance)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = set(error.schema.get("properties", {}))
-        unknown = sorted(str(k) for k in error.instance if k not in allowed)
-        return f"has unknown key(s) {', '.join(unknown)}"
-    if error.validator == "type":
-        return f"should be of type {error.validator_value}"
-    if error.validator == "pattern":
-        return f"does not match {error.validator_value}"
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(repr(k) for k in error.instance if k not in allowed)
+        return f"unknown key {', '.join(unknown)} (allowed: {', '.join(allowed)})"
     if error.validator == "required":
         return error.message
-    return error.message.split("\n")[0]
+    if error.validator == "type":
+        return f"{value} should be of type {error.validator_value}"
+    if error.validator == "pattern":
+        return f"{value} does not match {error.validator_value}"
+    message = error.message.split("\n")[0]
+    return message if message.startswith(value[:20]) else f"{value} {message}"
 
 
 def _short(value: Any) -> str:
