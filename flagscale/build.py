@@ -14,7 +14,6 @@ memory and in the build's private staging folder only.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -47,7 +46,7 @@ from flagscale.fingerprint import (
     record_bytes,
     scan_folder,
 )
-from flagscale.gitcli import GitError, git
+from flagscale.gitcli import git
 from flagscale.progress import Progress
 from flagscale.schema import validate
 from flagscale.workspace import FLAGSCALE, Workspace
@@ -343,7 +342,7 @@ def _base_trees(
         pin = plan.pins[name]
         key = (name, plan.flagscale_base if with_layer else pin, with_layer)
         if key not in cache:
-            _ensure_pin(ws, name, pin)
+            _ensure_pin(ws, name, pin, plan.flagscale_base)
             cache[key] = (
                 layered_tree(ws, name, plan.flagscale_base) if with_layer else _pin_tree(ws, pin)
             )
@@ -357,21 +356,11 @@ def _pin_tree(ws: Workspace, pin: str) -> str:
     return found.decode().strip()
 
 
-def _ensure_pin(ws: Workspace, name: str, pin: str) -> None:
-    """Make sure ``third_party/<name>`` holds ``pin`` (fetching it only if it is missing)."""
-    from flagscale.sync import ensure_checkout, has_commit
+def _ensure_pin(ws: Workspace, name: str, pin: str, declared_at: str) -> None:
+    """Make sure ``third_party/<name>`` holds ``pin`` (fetched or imported only if missing)."""
+    from flagscale.sync import ensure_pin
 
-    backend = ws.backend(name)
-    checkout = ensure_checkout(ws, backend)
-    if has_commit(checkout, pin):
-        return
-    with contextlib.suppress(GitError):  # offline or unknown there: reported just below
-        git(["fetch", "--quiet", "origin", pin], checkout)
-    if not has_commit(checkout, pin):
-        raise FlagScaleError(
-            f"{name}: pin {pin} is not in {backend.checkout} and could not be fetched",
-            hint=f"fetch it: git -C {backend.checkout} fetch origin {pin}",
-        )
+    ensure_pin(ws, ws.backend(name), pin, declared_at=declared_at)
 
 
 def _pieces(

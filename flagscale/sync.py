@@ -16,9 +16,16 @@ from pathlib import Path
 from flagscale.errors import FlagScaleError
 from flagscale.gitcli import GitError, git, git_ok, git_text
 from flagscale.release import install_release, is_repository
-from flagscale.workspace import DECLARATION, Backend, ReleaseSource, SubmoduleSource, Workspace
+from flagscale.workspace import (
+    DECLARATION,
+    Backend,
+    ReleaseSource,
+    SubmoduleSource,
+    Workspace,
+    backends_at,
+)
 
-__all__ = ["ensure_checkout", "has_commit"]
+__all__ = ["ensure_checkout", "ensure_pin", "has_commit"]
 
 _ALL_REFS = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
 
@@ -45,6 +52,41 @@ def ensure_checkout(workspace: Workspace, backend: Backend) -> Path:
     else:
         _sync_submodule(workspace, backend, backend.source, pin)
     return checkout
+
+
+def ensure_pin(
+    workspace: Workspace, backend: Backend, pin: str, *, declared_at: str | None = None
+) -> Path:
+    """Make ``third_party/<backend>`` hold ``pin``, which may be an older pin than today's.
+
+    ``declared_at`` is the FlagScale commit that recorded the pin: an older release pin is
+    imported from the archive declared there; a submodule pin is fetched by its id.
+    """
+    checkout = ensure_checkout(workspace, backend)
+    if has_commit(checkout, pin):
+        return checkout
+    if isinstance(backend.source, ReleaseSource):
+        source = _release_declared_at(workspace, backend, declared_at)
+        install_release(
+            source, checkout, workspace_root=workspace.root, pin=pin, label=backend.name
+        )
+    else:
+        _fetch_pin(workspace, backend, backend.source, pin)
+    return checkout
+
+
+def _release_declared_at(
+    workspace: Workspace, backend: Backend, declared_at: str | None
+) -> ReleaseSource:
+    then = backends_at(workspace.root, declared_at) if declared_at else {}
+    earlier = then.get(backend.name)
+    if earlier is None or not isinstance(earlier.source, ReleaseSource):
+        raise FlagScaleError(
+            f"{backend.name}: no release declared at FlagScale commit {declared_at} gives the"
+            " pin asked for",
+            hint="put that release's archive into the cache or run `inv import-release`",
+        )
+    return earlier.source
 
 
 def _sync_submodule(

@@ -17,6 +17,7 @@ __all__ = [
     "ReleaseSource",
     "SubmoduleSource",
     "Workspace",
+    "backends_at",
     "find_workspace",
 ]
 
@@ -142,6 +143,17 @@ def load_workspace(root: Path) -> Workspace:
         name: _backend_from(name, entry, modules) for name, entry in data["backends"].items()
     }
     return Workspace(root=root, backends=backends)
+
+
+def backends_at(root: Path, commit: str) -> dict[str, Backend]:
+    """The backends declared in ``backends/backends.yaml`` as committed at ``commit``."""
+    from flagscale.schema import parse_document, validate
+
+    display = f"{DECLARATION} at {commit[:12]}"
+    text = git_text(["show", f"{commit}:{DECLARATION}"], root)
+    data = validate(parse_document(text, display), "workspace", display)
+    modules = _read_gitmodules(root)
+    return {name: _backend_from(name, entry, modules) for name, entry in data["backends"].items()}
 
 
 def _backend_from(name: str, entry: dict, modules: dict[str, tuple[str, str]]) -> Backend:

@@ -11,7 +11,7 @@ import pytest
 
 from flagscale.errors import FlagScaleError
 from flagscale.release import cache_dir, import_release
-from flagscale.sync import ensure_checkout, has_commit
+from flagscale.sync import ensure_checkout, ensure_pin, has_commit
 from flagscale.workspace import Workspace, load_workspace
 from tests.gitrepos import (
     commit_all,
@@ -240,3 +240,30 @@ def test_release_checkout_left_empty_is_filled(tmp_path: Path) -> None:
     root, pin = release_workspace(tmp_path)
     (root / "third_party" / "demo").mkdir(parents=True)
     assert run_git(sync(root, "demo"), "rev-parse", "HEAD") == pin
+
+
+def test_an_older_release_pin_is_imported_from_the_declaration_that_recorded_it(
+    tmp_path: Path,
+) -> None:
+    root, old = release_workspace(tmp_path)
+    recorded_at = run_git(root, "rev-parse", "HEAD")
+    archive = make_tar(
+        tmp_path / "v2" / "demo_pkg-2.0.tar.gz", [*SAMPLE, Member("demo_pkg-1.0/NEW", b"n\n")]
+    )
+    source = source_for(archive, version="2.0")
+    new = import_release(source, tmp_path / "scratch2")
+    declare_backends(root, {"demo": release_entry(source, new)})
+    commit_all(root, "bump demo")
+    workspace = load_workspace(root)
+    checkout = ensure_checkout(workspace, workspace.backend("demo"))
+    assert not has_commit(checkout, old)
+    ensure_pin(workspace, workspace.backend("demo"), old, declared_at=recorded_at)
+    assert has_commit(checkout, old)
+    assert run_git(checkout, "rev-parse", "HEAD") == new
+
+
+def test_an_older_pin_no_declaration_explains_is_refused(tmp_path: Path) -> None:
+    root, _ = release_workspace(tmp_path)
+    workspace = load_workspace(root)
+    with pytest.raises(FlagScaleError, match="demo: no release declared at FlagScale commit"):
+        ensure_pin(workspace, workspace.backend("demo"), "3" * 40, declared_at=None)
