@@ -35,7 +35,10 @@ def report_errors(verbose: bool, action: Callable[[], T]) -> T:
         if verbose:
             traceback.print_exc()
             raise
-        print(f"error: internal error: {type(exc).__name__}: {exc} (rerun with --verbose)", file=sys.stderr)
+        print(
+            f"error: internal error: {type(exc).__name__}: {exc} (rerun with --verbose)",
+            file=sys.stderr,
+        )
         raise Exit(code=2) from None
 
 

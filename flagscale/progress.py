@@ -17,7 +17,9 @@ class Progress:
     its own line with the elapsed time, so a log shows where a run spent its time.
     """
 
-    def __init__(self, title: str, total: int | None = None, *, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, title: str, total: int | None = None, *, stream: TextIO | None = None
+    ) -> None:
         self.title = title
         self.total = total
         self.done = 0

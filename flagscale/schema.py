@@ -6,7 +6,7 @@ Errors name the file, the path inside it and the offending value, in one line.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ class SchemaError(FlagScaleError):
     """A document does not match its schema, or cannot be parsed."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema_for(name: str) -> dict[str, Any]:
     """The schema ``schemas/<name>.schema.json``."""
     path = SCHEMA_DIR / f"{name}.schema.json"
