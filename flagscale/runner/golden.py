@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flagscale.buildlock import write_file_atomically
 from flagscale.errors import FlagScaleError
 from flagscale.runner.config import Tolerance
 from flagscale.schema import SchemaError, validate
@@ -104,18 +103,7 @@ def write_golden(path: Path, golden: Golden) -> None:
         raise FlagScaleError(f"{path}: refusing to record non-finite losses")
     document = validate(golden.as_document(), "golden", str(path))
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_file_atomically(path, text.encode("utf-8"))
 
 
 def compare(golden: Golden, losses: Sequence[float]) -> Divergence | None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from flagscale.buildlock import write_file_atomically
 from flagscale.errors import FlagScaleError
 from flagscale.runner.golden import Golden
 from flagscale.schema import validate
@@ -30,14 +29,7 @@ def write_result(log_dir: Path, document: dict[str, Any]) -> Path:
     path = log_dir / RESULT_NAME
     validate(document, "smoke-result", str(path))
     text = json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    handle, temporary = tempfile.mkstemp(prefix=".result.", suffix=".tmp", dir=log_dir)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_file_atomically(path, text.encode("utf-8"))
     return path
 
 
