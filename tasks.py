@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from invoke import Collection, Context, task
 
-from flagscale.cli import report_errors, split_names
+from flagscale.cli import accept_space_separated_values, report_errors, split_names
 
 VERBOSE_HELP = "show the full traceback on failure"
 
@@ -301,7 +301,6 @@ def ci_matrix(c: Context, verbose: bool = False) -> None:
 namespace.add_task(ci_matrix)
 
 
-
 # --- bundles and the compatibility matrix (flow 5) ----------------------------------------------
 
 
@@ -410,3 +409,8 @@ namespace.add_task(keygen)
 namespace.add_task(bundle)
 namespace.add_task(verify_bundle)
 namespace.add_task(matrix)
+
+# Seed 000's spelling: `--backend Megatron-LM FlagScale`, `--task train post_train`.
+accept_space_separated_values(
+    [name.replace("_", "-") for name in namespace.task_names] + list(namespace.task_names)
+)
