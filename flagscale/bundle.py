@@ -31,6 +31,7 @@ from flagscale import signing
 from flagscale.committed import HISTORY, CommittedPatchSet, CommittedState
 from flagscale.errors import FlagScaleError
 from flagscale.gitcli import git, git_ok
+from flagscale.history import dump_history
 from flagscale.paths import check_relative
 from flagscale.progress import Progress
 from flagscale.schema import SchemaError, validate
@@ -155,7 +156,7 @@ def create_bundle(
     history = state.history
     chosen = _choose_devices(history, devices, all_devices, ref)
     progress = Progress("bundle", total=len(chosen) + 1)
-    files: dict[str, bytes] = {HISTORY: _dump_history({d: history[d] for d in chosen})}
+    files: dict[str, bytes] = {HISTORY: dump_history({d: history[d] for d in chosen})}
     device_entries: dict[str, Any] = {}
     for device in chosen:
         progress.step(device)
@@ -204,18 +205,6 @@ def _check_sign_key(sign_key: Path | None) -> Path:
             hint="pass the file inv keygen --out wrote, not its .pub",
         )
     return key
-
-
-def _dump_history(history: dict[str, Any]) -> bytes:
-    lines: list[str] = []
-    for device in sorted(history):
-        lines.append(f"{device}:")
-        for task in sorted(history[device]):
-            lines.append(f"  {task}:")
-            for key in sorted(history[device][task]):
-                lines.append(f"    {key}:")
-                lines.extend(f'      - "{commit}"' for commit in history[device][task][key])
-    return ("\n".join(lines) + "\n").encode("utf-8")
 
 
 def _choose_devices(

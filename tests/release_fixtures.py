@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from flagscale import crypto
+from flagscale.history import HISTORY, dump_history
 from flagscale.patchset import PatchMetadata, dump_metadata
 from tests.gitrepos import FileMap, commit_all, make_workspace, run_git, write_files
 
@@ -141,15 +142,7 @@ def record_history(
     rw: ReleaseWorkspace, entries: dict[str, dict[str, dict[str, list[str]]]]
 ) -> str:
     """Write hardware/patch_history.yaml (device → task → key → commits) and commit it."""
-    lines = []
-    for device in sorted(entries):
-        lines.append(f"{device}:")
-        for task in sorted(entries[device]):
-            lines.append(f"  {task}:")
-            for key in sorted(entries[device][task]):
-                lines.append(f"    {key}:")
-                lines += [f'      - "{c}"' for c in entries[device][task][key]]
-    write_files(rw.root, {"hardware/patch_history.yaml": "\n".join(lines) + "\n"})
+    write_files(rw.root, {HISTORY: dump_history(entries)})
     return commit_all(rw.root, "record patch history")
 
 
