@@ -15,13 +15,9 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from flagscale import crypto
 from flagscale.history import HISTORY, dump_history
@@ -301,24 +297,3 @@ def unpack(data: bytes) -> dict[str, bytes]:
     """Every regular file of a .tar.gz, in order."""
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
         return {m.name: archive.extractfile(m).read() for m in archive if m.isreg()}  # type: ignore[union-attr]
-
-
-@contextmanager
-def isolated_git(home: Path) -> Iterator[None]:
-    """conftest's isolation, for fixtures wider than one test (module scope)."""
-    gitconfig = home / ".gitconfig"
-    gitconfig.write_text(
-        "[user]\n\tname = FlagScale Test\n\temail = test@flagscale.invalid\n"
-        "[init]\n\tdefaultBranch = main\n"
-        '[protocol "file"]\n\tallow = always\n',
-        encoding="utf-8",
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HOME", str(home))
-        patch.setenv("GIT_CONFIG_GLOBAL", str(gitconfig))
-        patch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-        patch.setenv("GIT_ALLOW_PROTOCOL", "file")
-        patch.setenv("FLAGSCALE_CACHE", str(home / "cache"))
-        for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "XDG_CONFIG_HOME"):
-            patch.delenv(name, raising=False)
-        yield

@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,24 +44,6 @@ from tests.gitrepos import commit_all, inv, run_git, snapshot, write_files
 from tests.vendor_workspace import BACKEND, user_state
 
 TARGET = f"build/{DEVICE}"
-
-
-@pytest.fixture(scope="module")
-def module_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The isolation of tests/conftest.py, for the module-wide vendor repositories."""
-    home = tmp_path_factory.mktemp("module-home")
-    config = home / ".gitconfig"
-    config.write_text(
-        "[user]\n\tname = FlagScale Test\n\temail = test@flagscale.invalid\n"
-        '[init]\n\tdefaultBranch = main\n[protocol "file"]\n\tallow = always\n',
-        encoding="utf-8",
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HOME", str(home))
-        patch.setenv("GIT_CONFIG_GLOBAL", str(config))
-        patch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-        patch.setenv("GIT_ALLOW_PROTOCOL", "file")
-        yield home
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,24 +33,6 @@ from tests.gitrepos import TOOL_ROOT, inv, snapshot
 from tests.vendor_workspace import BACKEND
 
 BUILD = Path("build")
-
-
-@pytest.fixture(scope="module")
-def module_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The isolation of tests/conftest.py, for the module-wide vendor repository."""
-    home = tmp_path_factory.mktemp("module-home")
-    config = home / ".gitconfig"
-    config.write_text(
-        "[user]\n\tname = FlagScale Test\n\temail = test@flagscale.invalid\n"
-        '[init]\n\tdefaultBranch = main\n[protocol "file"]\n\tallow = always\n',
-        encoding="utf-8",
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HOME", str(home))
-        patch.setenv("GIT_CONFIG_GLOBAL", str(config))
-        patch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-        patch.setenv("GIT_ALLOW_PROTOCOL", "file")
-        yield home
 
 
 @pytest.fixture(scope="module")

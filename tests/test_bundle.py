@@ -28,10 +28,10 @@ from flagscale.bundle import (
 from flagscale.errors import FlagScaleError
 from flagscale.workspace import load_workspace
 from tests.gitrepos import inv, run_git, write_files
+from tests.isolation import isolated_git
 from tests.release_fixtures import (
     BACKEND,
     Member,
-    isolated_git,
     pack,
     standard_release,
     unpack,

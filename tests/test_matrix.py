@@ -19,12 +19,12 @@ from flagscale.matrix_html import render_html
 from flagscale.schema import schema_for
 from flagscale.workspace import load_workspace
 from tests.gitrepos import commit_all, inv, run_git
+from tests.isolation import isolated_git
 from tests.release_fixtures import (
     BACKEND,
     ReleaseWorkspace,
     build_scenario,
     edit_line,
-    isolated_git,
     make_patch,
     make_release_workspace,
     record_history,

@@ -20,7 +20,8 @@ import pytest
 
 from flagscale.matrix import build_matrix, write_outputs
 from flagscale.workspace import load_workspace
-from tests.release_fixtures import build_scenario, isolated_git
+from tests.isolation import isolated_git
+from tests.release_fixtures import build_scenario
 
 pytestmark = pytest.mark.slow
 
