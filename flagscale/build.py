@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flagscale import __version__
+from flagscale.atomic import write_atomically
 from flagscale.buildlock import (
     DeviceLock,
     clean_stale,
     remove_tree,
     replace_directory,
     staging_path,
-    write_file_atomically,
 )
 from flagscale.buildplan import BuildPlan, SetPlan, choose_history, plan_device, read_blobs
 from flagscale.buildtree import Assembler, Component, PatchApplyError, PatchPiece
@@ -537,7 +537,7 @@ def _save_edits(target: Path, tree: str, assembler: Assembler, request: BuildReq
     if not patch:
         return
     edits = _edits_path(target)
-    write_file_atomically(edits, patch, mode=0o600)
+    write_atomically(edits, patch, mode=0o600)
     request.report(
         f"saved the changes made in {_shown(target)} to {_shown(edits)}"
         f" (to restore them: git apply --directory={_shown(target)} {_shown(edits)})"
@@ -561,5 +561,5 @@ def _write_hetero_map(root: Path, folders: dict[str, Path], request: BuildReques
         clean_stale(root, "hetero")  # a temporary file of a killed writer
         if path.is_file() and path.read_text(encoding="utf-8") == text:
             return
-        write_file_atomically(path, text.encode())
+        write_atomically(path, text.encode())
     request.report(f"wrote {_shown(path)}")

@@ -28,6 +28,7 @@ from typing import Any
 
 import flagscale
 from flagscale import signing
+from flagscale.atomic import write_atomically
 from flagscale.committed import HISTORY, CommittedPatchSet, CommittedState
 from flagscale.errors import FlagScaleError
 from flagscale.gitcli import git, git_ok
@@ -176,7 +177,7 @@ def create_bundle(
     files[MANIFEST] = manifest_bytes
     files[SIGNATURE] = signing.sign_bytes(manifest_bytes, key)
     target = Path(out_dir) if out_dir else workspace.path(DEFAULT_OUT)
-    path = _write_atomically(target / bundle_name(version), write_archive(files))
+    path = write_atomically(target / bundle_name(version), write_archive(files))
     progress.finish(f"wrote {path}")
     return path
 
@@ -268,22 +269,6 @@ def _manifest(
 
 def _dump_manifest(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
-
-
-def _write_atomically(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # --- verifying bundles -------------------------------------------------------------------------

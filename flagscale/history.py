@@ -13,16 +13,15 @@ current branch whose sets are identical (same git tree ids). docs/history.md exp
 
 from __future__ import annotations
 
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from flagscale.atomic import write_atomically
 from flagscale.errors import FlagScaleError
 from flagscale.gitcli import git, git_ok, git_text
 from flagscale.patchset import (
@@ -151,18 +150,7 @@ def _header(ws: Workspace) -> str:
 def write_history(ws: Workspace, history: History) -> None:
     """Write the history beside the file and rename it into place (validated first)."""
     validate(history, "patch-history", HISTORY)
-    data = dump_history(history, _header(ws))
-    path = ws.path(HISTORY)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".patch_history-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    write_atomically(ws.path(HISTORY), dump_history(history, _header(ws)))
 
 
 # --- git questions -----------------------------------------------------------------------------

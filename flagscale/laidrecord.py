@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flagscale.atomic import write_atomically
 from flagscale.errors import FlagScaleError
 from flagscale.treestate import State
 
@@ -133,10 +134,7 @@ class LaidRecord:
                 return
         except (FileNotFoundError, UnicodeDecodeError):
             pass
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(path.name + ".new")
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, path)
+        write_atomically(path, text.encode("utf-8"))
 
 
 def _states(data: dict[str, list[str]]) -> dict[str, State]:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from flagscale import crypto, trees
+from flagscale.atomic import write_atomically
 from flagscale.committed import CommittedPatchSet, CommittedState
 from flagscale.errors import FlagScaleError
 from flagscale.gitcli import git
@@ -342,22 +343,9 @@ def write_outputs(
     """Write the JSON and/or HTML forms of the matrix, each all at once."""
     if json_path:
         text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-        _write_text(Path(json_path), text)
+        write_atomically(Path(json_path), text.encode("utf-8"))
     if html_path:
-        _write_text(Path(html_path), render_html(document))
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+        write_atomically(Path(html_path), render_html(document).encode("utf-8"))
 
 
 def run_matrix(

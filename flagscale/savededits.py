@@ -11,6 +11,7 @@ import os
 import time
 from pathlib import Path
 
+from flagscale.atomic import write_atomically
 from flagscale.gitcli import git
 
 __all__ = ["save_tree_diff", "saved_patch_path", "tree_from_entries", "write_blobs"]
@@ -33,10 +34,7 @@ def save_tree_diff(repo: Path, old_tree: str, new_tree: str, destination: Path) 
     data = git(
         ["diff-tree", "-p", "--binary", "--full-index", "--no-renames", old_tree, new_tree], repo
     )
-    temp = destination.with_name(destination.name + ".part")
-    temp.write_bytes(data)
-    os.replace(temp, destination)
-    return destination
+    return write_atomically(destination, data)
 
 
 def write_blobs(repo: Path, files: list[Path]) -> list[str]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from flagscale.atomic import write_atomically
 from flagscale.errors import FlagScaleError
 from flagscale.gitcli import git, git_ok, git_text
 from flagscale.paths import check_relative
@@ -149,11 +150,7 @@ def _update_alternates(scratch: Path, folders: list[str]) -> None:
             return
     except FileNotFoundError:
         pass
-    alternates.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".alternates-", dir=alternates.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(wanted)
-    os.replace(temporary, alternates)
+    write_atomically(alternates, wanted.encode("utf-8"))
 
 
 @contextmanager
