@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from flagscale.atomic import write_atomically as write_file_atomically  # old name, for the runner
 from flagscale.errors import FlagScaleError
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "lock_path",
     "replace_directory",
     "staging_path",
+    "write_file_atomically",
 ]
 
 _OLD_MARK = ".old-"
