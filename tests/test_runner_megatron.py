@@ -1,11 +1,13 @@
 """The real thing: megatron-core 0.16.1 with the Generic_CPU patch set, built from this
 repository's committed history into a fresh clone, trains the tiny GPT (TP=2 over 2 CPU
-processes, gloo) and matches the committed golden losses; the same tree with one line of the
-adaptation undone fails with the first diverging step."""
+processes, gloo) and matches the committed golden losses; the same tree without the adaptation
+crashes, and with one line of the adaptation undone fails with the first diverging step."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -40,7 +42,9 @@ def _recorded(device: str) -> bool:
     not _recorded(DEVICE),
     reason="the Generic_CPU patch set is not recorded in hardware/patch_history.yaml yet",
 )
-def test_generic_cpu_matches_golden_and_a_harmed_adaptation_does_not(tmp_path: Path) -> None:
+def test_generic_cpu_matches_golden_and_without_or_with_a_harmed_adaptation_does_not(
+    tmp_path: Path,
+) -> None:
     build = fresh_build(TOOL_ROOT, DEVICE, tmp_path)  # the megatron release comes via pip
     workspace = tmp_path / "workspace"
     outcome = run_smoke(workspace, DEVICE, workspace / CASE, build_dir=build)
@@ -50,6 +54,17 @@ def test_generic_cpu_matches_golden_and_a_harmed_adaptation_does_not(tmp_path: P
     megatron = build / "third_party" / "Megatron-LM"
     assert Path(result["job"]["megatron_core"]).is_relative_to(megatron)
     assert result["peak_memory_mb"]["job_rss"] > 100
+
+    # Without the adaptation (the patch set reversed: pristine megatron-core), the job crashes.
+    patch = TOOL_ROOT / "hardware" / DEVICE / "Megatron-LM" / "Megatron-LM.patch"
+    # (the build sits inside the clone's work tree: stop git from treating it as a subfolder)
+    apart = {**os.environ, "GIT_CEILING_DIRECTORIES": str(megatron.parent)}
+    subprocess.run(["git", "apply", "-R", str(patch)], cwd=megatron, env=apart, check=True)
+    with pytest.raises(SmokeError) as crashed:
+        run_smoke(workspace, DEVICE, workspace / CASE, build_dir=build)
+    assert "failed with exit status" in str(crashed.value)
+    assert "Torch not compiled with CUDA enabled" in (crashed.value.args[0] + _job_log(workspace))
+    subprocess.run(["git", "apply", str(patch)], cwd=megatron, env=apart, check=True)
 
     random_py = megatron / "megatron" / "core" / "tensor_parallel" / "random.py"
     text = random_py.read_text()
@@ -61,3 +76,8 @@ def test_generic_cpu_matches_golden_and_a_harmed_adaptation_does_not(tmp_path: P
     assert message.startswith(f"{DEVICE}/gpt_tiny_tp2: loss diverges at step ")
     assert "tolerance relative 0.0001, absolute 1e-05" in message
     assert json.loads(outcome.result.read_text())["status"] == "failed"
+
+
+def _job_log(workspace: Path) -> str:
+    log = workspace / "logs" / "smoke" / DEVICE / "gpt_tiny_tp2" / "job.log"
+    return log.read_text(errors="replace") if log.is_file() else ""
