@@ -31,7 +31,6 @@ from flagscale import crypto, trees
 from flagscale.atomic import write_atomically
 from flagscale.committed import CommittedPatchSet, CommittedState
 from flagscale.errors import FlagScaleError
-from flagscale.gitcli import git
 from flagscale.matrix_html import render_html
 from flagscale.patchset import encryption_name
 from flagscale.progress import Progress
@@ -234,7 +233,7 @@ class _TreeIndexes:
             try:
                 tree = _tree_for(self.ws, backend, commit)
                 index = self.folder / f"index-{len(self.indexes)}"
-                _scratch(self.ws, ["read-tree", tree], index)
+                trees.scratch_git(self.ws, ["read-tree", tree], index=index)
                 self.indexes[key] = index
             except FlagScaleError as exc:
                 self.indexes[key] = Check(ERROR, "tree not available", str(exc))
@@ -247,32 +246,12 @@ def _tree_for(ws: Workspace, backend: str, commit: str) -> str:
     return trees.layered_tree(ws, backend, commit)
 
 
-def _hermetic_env(index: Path) -> dict[str, str]:
-    # Same result whatever the user's configuration says (apply.whitespace=error, ...).
-    return {
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_COUNT": "0",
-        "GIT_INDEX_FILE": str(index),
-    }
-
-
-def _scratch(ws: Workspace, args: list[str], index: Path, stdin: bytes | None = None) -> bytes:
-    repo = trees.scratch_repo(ws)
-    return git(["--git-dir", str(repo), *args], repo, stdin=stdin, env=_hermetic_env(index))
-
-
 def _apply_check(ws: Workspace, index: Path, patch: bytes) -> Check:
     if not patch.strip():
         return Check(APPLIES, "empty patch set")
-    repo = trees.scratch_repo(ws)
     try:
-        git(
-            ["--git-dir", str(repo), "apply", "--check", "--cached", "-"],
-            repo,
-            stdin=patch,
-            env=_hermetic_env(index),
-        )
+        # configuration-free: the same answer whatever the user's apply.whitespace says
+        trees.scratch_git(ws, ["apply", "--check", "--cached", "-"], stdin=patch, index=index)
     except FlagScaleError as exc:
         stderr = getattr(exc, "stderr", "") or str(exc)
         return Check(CONFLICTS, "", _first_error(stderr))

@@ -44,6 +44,7 @@ __all__ = [
     "layered_tree",
     "pin_at",
     "resolve_commit",
+    "scratch_git",
     "scratch_repo",
     "tree_entries",
     "worktree_tree",
@@ -163,9 +164,10 @@ def _temporary_index(ws: Workspace) -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _scratch_git(
+def scratch_git(
     ws: Workspace, args: Sequence[str], *, stdin: bytes | None = None, index: Path | None = None
 ) -> bytes:
+    """Run git in the scratch repository, configuration-free, with ``index`` as its index."""
     extra = {"GIT_INDEX_FILE": str(index)} if index else None
     repo = scratch_repo(ws)
     return git(["--git-dir", str(repo), *args], repo, stdin=stdin, env=_hermetic_env(extra))
@@ -217,10 +219,10 @@ def _tree_from_entries(ws: Workspace, entries: Iterable[TreeEntry]) -> str:
     )
     with _temporary_index(ws) as index:
         if payload:
-            _scratch_git(ws, ["update-index", "-z", "--index-info"], stdin=payload, index=index)
+            scratch_git(ws, ["update-index", "-z", "--index-info"], stdin=payload, index=index)
         else:
-            _scratch_git(ws, ["read-tree", "--empty"], index=index)
-        return _scratch_git(ws, ["write-tree"], index=index).decode().strip()
+            scratch_git(ws, ["read-tree", "--empty"], index=index)
+        return scratch_git(ws, ["write-tree"], index=index).decode().strip()
 
 
 def _excluded(path: str, folders: Sequence[str]) -> bool:
@@ -453,13 +455,13 @@ def _hash_sources(ws: Workspace, sources: list[Path]) -> dict[Path, str]:
     if files:
         listing = "".join(f"{f}\n" for f in files).encode("utf-8", "surrogateescape")
         command = ["hash-object", "-w", "--no-filters", "--stdin-paths"]
-        oids = _scratch_git(ws, command, stdin=listing).decode().split()
+        oids = scratch_git(ws, command, stdin=listing).decode().split()
         blobs.update(zip(files, oids, strict=True))
     for source in sources:
         if source not in blobs:
             data = os.fsencode(os.readlink(source)) if source.is_symlink() else source.read_bytes()
             command = ["hash-object", "-w", "--no-filters", "--stdin"]
-            blobs[source] = _scratch_git(ws, command, stdin=data).decode().strip()
+            blobs[source] = scratch_git(ws, command, stdin=data).decode().strip()
     return blobs
 
 
