@@ -25,10 +25,12 @@ from flagscale.atomic import write_atomically
 from flagscale.errors import FlagScaleError
 from flagscale.gitcli import git, git_ok, git_text
 from flagscale.patchset import (
+    DEVICE_TYPE,
     HARDWARE,
     METADATA,
     TASKS,
     check_device_type,
+    check_task,
     parse_metadata,
     set_folder,
 )
@@ -280,8 +282,7 @@ def record_history(
     listed = _tasks_listed(ws, found, device, names)
     wanted = sorted(dict.fromkeys(tasks or listed))
     for task in wanted:
-        if task not in TASKS:
-            raise FlagScaleError(f"unknown task {task!r}", hint=f"known tasks: {', '.join(TASKS)}")
+        check_task(task)
         if task not in listed:
             raise FlagScaleError(
                 f"the sets of {device} at {found} are for {', '.join(listed) or 'no task'},"
@@ -397,7 +398,7 @@ class _Checker:
         return self.report
 
     def check_device(self, device: str, tasks: Any, strings: Any) -> None:
-        if not re.match(r"^[A-Z][A-Za-z0-9]*_[A-Za-z0-9]+$", device):
+        if not DEVICE_TYPE.match(device):
             self.problem(device, "not a Vendor_Model device type")
             return
         if not self.ws.path(f"{HARDWARE}/{device}").is_dir():

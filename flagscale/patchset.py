@@ -53,6 +53,7 @@ __all__ = [
     "PatchRequest",
     "check_device_type",
     "check_identity",
+    "check_task",
     "create_patch_sets",
     "dump_metadata",
     "encryption_name",
@@ -233,13 +234,17 @@ def check_device_type(device_type: str) -> str:
     return device_type
 
 
+def check_task(task: str) -> str:
+    """``task`` if it is one of TASKS."""
+    if task not in TASKS:
+        raise FlagScaleError(f"unknown task {task!r}", hint=f"known tasks: {', '.join(TASKS)}")
+    return task
+
+
 def _check_tasks(tasks: Sequence[str]) -> list[str]:
     if not tasks:
         raise FlagScaleError("no --task given", hint=f"pass one or more of {', '.join(TASKS)}")
-    for name in tasks:
-        if name not in TASKS:
-            raise FlagScaleError(f"unknown task {name!r}", hint=f"known tasks: {', '.join(TASKS)}")
-    return sorted(dict.fromkeys(tasks))
+    return sorted(dict.fromkeys(check_task(name) for name in tasks))
 
 
 def _check_backends(ws: Workspace, backends: Sequence[str]) -> list[str]:
