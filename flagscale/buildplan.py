@@ -17,7 +17,7 @@ from typing import Any
 
 from flagscale import __version__
 from flagscale.errors import FlagScaleError
-from flagscale.gitcli import git
+from flagscale.gitcli import commit_id, git
 from flagscale.workspace import DECLARATION, FLAGSCALE, Workspace
 
 __all__ = [
@@ -171,9 +171,8 @@ def choose_history(
 def _full_commit(ws: Workspace, commit: str) -> str:
     if not commit or commit.startswith("-"):
         raise FlagScaleError(f"--commit {commit!r} is not a commit id")
-    found = git(["rev-parse", "--verify", "-q", f"{commit}^{{commit}}"], ws.root, check=False)
-    oid = found.decode().strip()
-    if len(oid) != 40:
+    oid = commit_id(ws.root, commit)
+    if oid is None:
         raise FlagScaleError(
             f"--commit {commit}: no such commit in {ws.root}",
             hint="fetch it (git fetch) or check the id",
@@ -380,18 +379,13 @@ def _common_base(ws: Workspace, choice: HistoryChoice, sets: Mapping[str, SetPla
             hint="ask the vendor to regenerate them against one --commit",
         )
     base = bases.pop()
-    if len(_resolve(ws, base)) != 40:
+    if commit_id(ws.root, base) is None:
         first = next(iter(sets.values()))
         raise FlagScaleError(
             f"{first.source}: flagscale_base {base} is not a commit in {ws.root}",
             hint="fetch FlagScale's history (git fetch --unshallow) and try again",
         )
     return base
-
-
-def _resolve(ws: Workspace, commit: str) -> str:
-    found = git(["rev-parse", "--verify", "-q", f"{commit}^{{commit}}"], ws.root, check=False)
-    return found.decode().strip()
 
 
 def _base_facts(

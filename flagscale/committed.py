@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from flagscale.errors import FlagScaleError
-from flagscale.gitcli import git, git_ok, git_text
+from flagscale.gitcli import commit_id, git, git_ok, git_text
 from flagscale.patchset import parse_metadata
 from flagscale.paths import check_relative
 from flagscale.schema import validate
@@ -68,12 +68,10 @@ def resolve_commit(root: Path, ref: str) -> str:
     """The full id of commit ``ref`` in the repository at ``root``."""
     if not ref or ref.startswith("-"):
         raise FlagScaleError(f"{ref!r} is not a commit")
-    try:
-        return git_text(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], root)
-    except FlagScaleError:
-        raise FlagScaleError(
-            f"{ref!r} is not a commit in {root}", hint="commit your work first"
-        ) from None
+    oid = commit_id(root, ref)
+    if oid is None:
+        raise FlagScaleError(f"{ref!r} is not a commit in {root}", hint="commit your work first")
+    return oid
 
 
 def device_backends(device_history: dict[str, Any]) -> list[str]:

@@ -8,13 +8,14 @@ behave; a short allow-list of identity, config and transport variables is kept.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from flagscale.errors import FlagScaleError
 
-__all__ = ["GitError", "git", "git_text", "git_ok", "clean_env"]
+__all__ = ["GitError", "clean_env", "commit_id", "git", "git_ok", "git_text"]
 
 _KEPT_PREFIXES = (
     "GIT_AUTHOR_",
@@ -27,6 +28,7 @@ _KEPT_PREFIXES = (
     "GIT_TRACE",
 )
 _KEPT_NAMES = {"GIT_ASKPASS", "GIT_ALLOW_PROTOCOL", "GIT_EXEC_PATH", "GIT_CONFIG_NOSYSTEM"}
+_FULL_ID = re.compile(r"[0-9a-f]{40}")
 
 
 class GitError(FlagScaleError):
@@ -95,6 +97,15 @@ def git_ok(args: Sequence[str], cwd: Path, *, env: Mapping[str, str] | None = No
         ["git", *args], cwd=cwd, capture_output=True, env=clean_env(env), check=False
     )
     return result.returncode == 0
+
+
+def commit_id(repo: Path, ref: str) -> str | None:
+    """The full id of the commit ``ref`` names in ``repo``; None when it names none there."""
+    if not ref or ref.startswith("-"):
+        return None
+    found = git(["rev-parse", "--verify", "-q", f"{ref}^{{commit}}"], repo, check=False)
+    oid = found.decode().strip()
+    return oid if _FULL_ID.fullmatch(oid) else None
 
 
 def _describe(args: Sequence[str]) -> str:

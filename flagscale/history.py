@@ -23,7 +23,7 @@ import yaml
 
 from flagscale.atomic import write_atomically
 from flagscale.errors import FlagScaleError
-from flagscale.gitcli import git, git_ok, git_text
+from flagscale.gitcli import commit_id, git, git_ok, git_text
 from flagscale.patchset import (
     DEVICE_TYPE,
     HARDWARE,
@@ -159,11 +159,7 @@ def write_history(ws: Workspace, history: History) -> None:
 
 
 def _full_commit(ws: Workspace, text: str) -> str | None:
-    if not _HEX.match(text):
-        return None
-    found = git(["rev-parse", "--verify", "-q", f"{text}^{{commit}}"], ws.root, check=False)
-    oid = found.decode().strip()
-    return oid if _FULL_SHA.match(oid) else None
+    return commit_id(ws.root, text) if _HEX.match(text) else None
 
 
 def _is_ancestor(ws: Workspace, older: str, newer: str) -> bool:

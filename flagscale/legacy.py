@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flagscale.errors import FlagScaleError
-from flagscale.gitcli import git, git_ok
+from flagscale.gitcli import commit_id, git_ok
 from flagscale.schema import parse_document, validate
 from flagscale.workspace import FLAGSCALE, Workspace
 
@@ -224,9 +224,8 @@ def _full_commit(ws: Workspace, commit: str, source: str, *, repo_name: str | No
             f"{source}: backends_commit for {repo_name} is {commit!r}, not a full commit id",
             hint="write the full 40-hex commit id",
         )
-    found = git(["rev-parse", "--verify", "-q", f"{commit}^{{commit}}"], ws.root, check=False)
-    oid = found.decode().strip()
-    if len(oid) != 40:
+    oid = commit_id(ws.root, commit)
+    if oid is None:
         raise FlagScaleError(
             f"{source}: FlagScale commit {commit} does not exist in {ws.root} (or is ambiguous)",
             hint="fetch FlagScale's full history (git fetch --unshallow) and try again",

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from flagscale.atomic import write_atomically
 from flagscale.errors import FlagScaleError
-from flagscale.gitcli import git, git_ok, git_text
+from flagscale.gitcli import commit_id, git, git_ok, git_text
 from flagscale.paths import check_relative
 from flagscale.schema import parse_document, validate
 from flagscale.workspace import DECLARATION, Backend, Workspace
@@ -180,9 +180,8 @@ def resolve_commit(ws: Workspace, commit: str, *, what: str = "--commit") -> str
     """The full 40-hex id of a FlagScale commit, or an error naming ``what``."""
     if not commit or commit.startswith("-"):
         raise FlagScaleError(f"{what}: {commit!r} is not a commit", hint="give a commit id or ref")
-    found = git(["rev-parse", "--verify", "-q", f"{commit}^{{commit}}"], ws.root, check=False)
-    oid = found.decode().strip()
-    if len(oid) != 40:
+    oid = commit_id(ws.root, commit)
+    if oid is None:
         raise FlagScaleError(
             f"{what}: commit {commit!r} does not exist in {ws.root}",
             hint="fetch it (git fetch) or check the id",
