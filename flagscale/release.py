@@ -20,8 +20,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from flagscale.archive import Entry, read_archive
+from flagscale.cachedir import cache_dir
 from flagscale.errors import FlagScaleError
-from flagscale.gitcli import git, git_ok, git_text
+from flagscale.gitcli import git, git_ok, git_text, is_repository
 from flagscale.progress import Progress
 from flagscale.workspace import DECLARATION, ReleaseSource, find_workspace
 
@@ -37,7 +38,6 @@ __all__ = [
     "import_declared",
     "import_release",
     "install_release",
-    "is_repository",
     "release_ref",
     "sha256_of",
 ]
@@ -52,12 +52,6 @@ _CHUNK = 1 << 20
 
 
 # --- the cache and getting the artifact -------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """The download cache: ``$FLAGSCALE_CACHE``, else ``~/.cache/flagscale``."""
-    configured = os.environ.get("FLAGSCALE_CACHE")
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "flagscale"
 
 
 def cache_path(source: ReleaseSource) -> Path:
@@ -235,14 +229,6 @@ def _quote(path: str) -> bytes:
         else:
             out.append(byte)
     return bytes(out + b'"')
-
-
-def is_repository(path: Path) -> bool:
-    """True when ``path`` is the top of its own git work tree (not a folder inside another)."""
-    if not (path / ".git").exists():
-        return False
-    top = git(["rev-parse", "--show-toplevel"], path, check=False).decode("utf-8", "replace")
-    return bool(top.strip()) and Path(top.strip()).resolve() == path.resolve()
 
 
 def _prepare_repository(repo: Path) -> bool:

@@ -1,20 +1,29 @@
 """Reading YAML/JSON files checked against the JSON Schemas in ``schemas/``.
 
 Errors name the file, the path inside it and the offending value, in one line.
+
+Importing jsonschema costs about a tenth of a second, on every command. So a document found
+valid is remembered in the user's cache (``<cache>/valid/<digest>``, an empty file; the digest
+covers the schema's name and text and the document's data) and not checked again while both
+stay the same. Only successes are remembered: an error always comes from jsonschema itself.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
 
+from flagscale.cachedir import cache_dir
 from flagscale.errors import FlagScaleError
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 __all__ = ["SCHEMA_DIR", "SchemaError", "load_document", "parse_document", "schema_for", "validate"]
 
@@ -26,22 +35,51 @@ class SchemaError(FlagScaleError):
 
 
 @cache
-def schema_for(name: str) -> dict[str, Any]:
-    """The schema ``schemas/<name>.schema.json``."""
+def _schema_text(name: str) -> str:
     path = SCHEMA_DIR / f"{name}.schema.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise FlagScaleError(f"schema {path} is missing; reinstall the tool") from exc
 
 
+@cache
+def schema_for(name: str) -> dict[str, Any]:
+    """The schema ``schemas/<name>.schema.json``."""
+    return json.loads(_schema_text(name))
+
+
 def validate(data: Any, schema_name: str, source: str) -> Any:
     """Check ``data`` against a schema; ``source`` names the file in the error. Returns data."""
+    marker = _valid_marker(data, schema_name)
+    if marker.exists():
+        return data
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import best_match
+
     validator = Draft202012Validator(schema_for(schema_name))
     error = best_match(validator.iter_errors(data))
     if error is not None:
         raise SchemaError(_describe_error(error, source, schema_name))
+    _remember(marker)
     return data
+
+
+def _valid_marker(data: Any, schema_name: str) -> Path:
+    # repr tells 1, 1.0, True and "1" apart, where JSON would not tell {1: x} from {"1": x};
+    # a repr that differs between runs (an object's address) only costs a fresh check.
+    digest = hashlib.sha256()
+    for part in ("valid-v1", schema_name, _schema_text(schema_name), repr(data)):
+        digest.update(part.encode("utf-8", "backslashreplace") + b"\0")
+    return cache_dir() / "valid" / digest.hexdigest()
+
+
+def _remember(marker: Path) -> None:
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT, 0o644))
+    except OSError:
+        pass  # a read-only cache only means checking again next time
 
 
 def parse_document(text: str, source: str) -> Any:
