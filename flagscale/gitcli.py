@@ -15,7 +15,7 @@ from pathlib import Path
 
 from flagscale.errors import FlagScaleError
 
-__all__ = ["GitError", "clean_env", "commit_id", "git", "git_ok", "git_text"]
+__all__ = ["GitError", "clean_env", "commit_id", "git", "git_ok", "git_text", "is_repository"]
 
 _KEPT_PREFIXES = (
     "GIT_AUTHOR_",
@@ -106,6 +106,14 @@ def commit_id(repo: Path, ref: str) -> str | None:
     found = git(["rev-parse", "--verify", "-q", f"{ref}^{{commit}}"], repo, check=False)
     oid = found.decode().strip()
     return oid if _FULL_ID.fullmatch(oid) else None
+
+
+def is_repository(path: Path) -> bool:
+    """True when ``path`` is the top of its own git work tree (not a folder inside another)."""
+    if not (path / ".git").exists():
+        return False
+    top = git(["rev-parse", "--show-toplevel"], path, check=False).decode("utf-8", "replace")
+    return bool(top.strip()) and Path(top.strip()).resolve() == path.resolve()
 
 
 def _describe(args: Sequence[str]) -> str:

@@ -23,6 +23,7 @@ from flagscale.laidrecord import MODES, LaidRecord, backend_lock, fingerprint
 from flagscale.layer import Layer, read_layer
 from flagscale.layerfiles import blob_oid, prune_empty_parents, remove_path, write_file, write_link
 from flagscale.paths import check_relative
+from flagscale.sync import ensure_checkout
 from flagscale.treestate import DELETED, PinTree, State, actual_state, read_head
 from flagscale.workspace import Backend, Workspace, find_workspace
 
@@ -88,8 +89,6 @@ def lay_base_layer(
     echo: Echo = print,
 ) -> LayResult:
     """Bring ``third_party/<b>`` to its pin + base layer; refuse (or save, with ``force``) edits."""
-    from flagscale.sync import ensure_checkout  # imports the release importer: only when laying
-
     ensure_checkout(workspace, backend)
     pin = workspace.pin(backend)
     checkout = Checkout(workspace, backend, state_dir or workspace.state_dir)

@@ -14,8 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flagscale.errors import FlagScaleError
-from flagscale.gitcli import GitError, git, git_ok, git_text
-from flagscale.release import install_release, is_repository
+from flagscale.gitcli import GitError, git, git_ok, git_text, is_repository
 from flagscale.workspace import (
     DECLARATION,
     Backend,
@@ -46,6 +45,8 @@ def ensure_checkout(workspace: Workspace, backend: Backend) -> Path:
     if (checkout / ".git").exists() and has_commit(checkout, pin):
         return checkout
     if isinstance(backend.source, ReleaseSource):
+        from flagscale.release import install_release  # downloads, archives: only when needed
+
         install_release(
             backend.source, checkout, workspace_root=workspace.root, pin=pin, label=backend.name
         )
@@ -66,6 +67,8 @@ def ensure_pin(
     if has_commit(checkout, pin):
         return checkout
     if isinstance(backend.source, ReleaseSource):
+        from flagscale.release import install_release
+
         source = _release_declared_at(workspace, backend, declared_at)
         install_release(
             source, checkout, workspace_root=workspace.root, pin=pin, label=backend.name
