@@ -20,7 +20,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from flagscale.atomic import write_atomically as write_file_atomically  # old name, for the runner
 from flagscale.errors import FlagScaleError
 
 __all__ = [
@@ -30,7 +29,6 @@ __all__ = [
     "lock_path",
     "replace_directory",
     "staging_path",
-    "write_file_atomically",
 ]
 
 _OLD_MARK = ".old-"

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flagscale.buildlock import write_file_atomically
+from flagscale.atomic import write_atomically
 from flagscale.errors import FlagScaleError
 from flagscale.runner.config import Tolerance
 from flagscale.schema import SchemaError, validate
@@ -103,7 +103,7 @@ def write_golden(path: Path, golden: Golden) -> None:
         raise FlagScaleError(f"{path}: refusing to record non-finite losses")
     document = validate(golden.as_document(), "golden", str(path))
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
-    write_file_atomically(path, text.encode("utf-8"))
+    write_atomically(path, text.encode("utf-8"))
 
 
 def compare(golden: Golden, losses: Sequence[float]) -> Divergence | None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flagscale.buildlock import write_file_atomically
+from flagscale.atomic import write_atomically
 from flagscale.errors import FlagScaleError
 from flagscale.runner.golden import Golden
 from flagscale.schema import validate
@@ -29,7 +29,7 @@ def write_result(log_dir: Path, document: dict[str, Any]) -> Path:
     path = log_dir / RESULT_NAME
     validate(document, "smoke-result", str(path))
     text = json.dumps(document, indent=2, sort_keys=True, allow_nan=False) + "\n"
-    write_file_atomically(path, text.encode("utf-8"))
+    write_atomically(path, text.encode("utf-8"))
     return path
 
 
