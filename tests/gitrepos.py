@@ -33,9 +33,7 @@ FileMap = dict[str, "bytes | str | Link | Exec"]
 
 def run_git(cwd: Path, *args: str, stdin: bytes | None = None) -> str:
     """Run git in ``cwd`` and return stripped stdout; fail the test on error."""
-    result = subprocess.run(
-        ["git", *args], cwd=cwd, input=stdin, capture_output=True, check=False
-    )
+    result = subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, check=False)
     if result.returncode != 0:
         raise AssertionError(
             f"git {' '.join(args)} failed in {cwd}: {result.stderr.decode(errors='replace')}"
@@ -118,13 +116,17 @@ def make_workspace(
     make_repo(root, {"README.md": "FlagScale\n", ".gitignore": "/build/\n", **(extra or {})})
     for name, path in upstream_paths.items():
         run_git(root, "submodule", "add", "-q", path.as_uri(), f"third_party/{name}")
-        run_git(root, "config", "-f", ".gitmodules", f"submodule.third_party/{name}.ignore", "dirty")
+        run_git(
+            root, "config", "-f", ".gitmodules", f"submodule.third_party/{name}.ignore", "dirty"
+        )
     declare_backends(root, {name: {"source": {"kind": "submodule"}} for name in upstreams})
     commit_all(root, "declare backends")
     return root, upstream_paths
 
 
-def inv(cwd: Path, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+def inv(
+    cwd: Path, *args: str, check: bool = True, input: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run this tool's ``inv`` as a real process in ``cwd`` (a workspace under test)."""
     result = subprocess.run(
         [sys.executable, "-m", "invoke", "--search-root", str(TOOL_ROOT), *args],
@@ -141,6 +143,7 @@ def inv(cwd: Path, *args: str, check: bool = True, input: bytes | None = None) -
     )
     if check and completed.returncode != 0:
         raise AssertionError(
-            f"inv {' '.join(args)} exited {completed.returncode}:\n{completed.stdout}{completed.stderr}"
+            f"inv {' '.join(args)} exited {completed.returncode}:\n"
+            f"{completed.stdout}{completed.stderr}"
         )
     return completed

@@ -98,7 +98,11 @@ INVALID = [
         {"X": {"source": {"package": "p"}}},
         "at backends.X.source: 'kind' is a required property",
     ),
-    ("release without pin", {"X": {"source": RELEASE}}, "at backends.X: 'pin' is a required property"),
+    (
+        "release without pin",
+        {"X": {"source": RELEASE}},
+        "at backends.X: 'pin' is a required property",
+    ),
     (
         "bad sha256",
         {"X": {"source": {**RELEASE, "sha256": "xyz"}, "pin": PIN}},
