@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from flagscale.errors import FlagScaleError
-from flagscale.schema import SchemaError, validate
+from flagscale.schema import SchemaError, load_document, validate
 from flagscale.workspace import Workspace, load_workspace
 
 __all__ = [
@@ -163,8 +163,9 @@ def load_workflow(path: Path, *, display: str | None = None) -> dict[str, Any]:
 def validate_workspace(root: Path) -> list[str]:
     """Check every file the tool reads against its schema; returns the files checked.
 
-    The workspace declaration, the history, every patch set's metadata, the smoke cases, the
-    golden files, the device environment files and the CI workflow. Raises on the first error.
+    The workspace declaration, the base layers' deletion lists, the history, every patch set's
+    metadata, the smoke cases, the golden files, the device environment files and the CI
+    workflow. Raises on the first error.
     """
     from flagscale.history import HISTORY, load_history
     from flagscale.patchset import HARDWARE, parse_metadata
@@ -174,6 +175,10 @@ def validate_workspace(root: Path) -> list[str]:
 
     ws = load_workspace(root)
     checked = ["backends/backends.yaml"]
+    for backend in ws.backends.values():
+        if ws.path(backend.deletions).is_file():
+            load_document(ws.path(backend.deletions), "base-layer", display=backend.deletions)
+            checked.append(backend.deletions)
     if ws.path(HISTORY).is_file():
         load_history(ws)
         checked.append(HISTORY)

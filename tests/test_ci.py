@@ -140,8 +140,10 @@ def test_disagreeing_runner_labels_are_refused(tmp_path: Path) -> None:
 def test_validate_workspace_checks_every_described_file(tmp_path: Path) -> None:
     root = ci_workspace(tmp_path)
     write_files(root, {"hardware/Generic_CPU/environment_variables.sh": "export A=1\n"})
+    write_files(root, {"backends/Megatron-LM.layer.yaml": "version: 1\ndeleted: [a.txt]\n"})
     assert validate_workspace(root) == [
         "backends/backends.yaml",
+        "backends/Megatron-LM.layer.yaml",
         "hardware/patch_history.yaml",
         "hardware/Generic_CPU/Megatron-LM/metadata.yaml",
         "hardware/Metax_C550/FlagScale/metadata.yaml",
@@ -150,6 +152,10 @@ def test_validate_workspace_checks_every_described_file(tmp_path: Path) -> None:
         "ci/smoke/gpt_tiny_tp2.yaml",
         WORKFLOW,
     ]
+    write_files(root, {"backends/Megatron-LM.layer.yaml": "version: 1\ndeleted: a.txt\n"})
+    with pytest.raises(SchemaError, match=r"^backends/Megatron-LM.layer.yaml: at deleted: 'a.txt'"):
+        validate_workspace(root)
+    write_files(root, {"backends/Megatron-LM.layer.yaml": "version: 1\ndeleted: []\n"})
     write_files(root, {"hardware/Generic_CPU/smoke/gpt_tiny_tp2.golden.json": '{"version": 1}'})
     with pytest.raises(SchemaError, match=r"^hardware/Generic_CPU/smoke/gpt_tiny_tp2.golden.json"):
         validate_workspace(root)
