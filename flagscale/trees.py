@@ -280,7 +280,7 @@ def _pin_tree(ws: Workspace, backend: Backend, pin: str) -> str:
     if len(tree) != 40:
         raise FlagScaleError(
             f"{backend.name}: pin {pin} is not in {backend.checkout}",
-            hint="run `inv unpatch` (or `git submodule update --init`) to fetch it",
+            hint=f"run `inv unpatch --backend {backend.name}` to fetch it",
         )
     return tree
 

@@ -141,6 +141,27 @@ def test_release_backend_pin_comes_from_the_declaration(tmp_path: Path) -> None:
     assert set(files) == {"vllm/__init__.py", "vllm/extra.py"}
 
 
+def test_pin_not_fetched_names_the_unpatch_command_for_that_backend(tmp_path: Path) -> None:
+    root = tmp_path / "FlagScale"
+    run_git(root.parent, "init", "-q", "-b", "main", root.name)
+    release = {
+        "kind": "release",
+        "package": "vllm",
+        "version": "0.1",
+        "filename": "vllm-0.1.tar.gz",
+        "sha256": "0" * 64,
+    }
+    declare_backends(root, {"vllm": {"source": release, "pin": "1" * 40, "optional": True}})
+    commit = commit_all(root, "declare an optional release backend, never fetched")
+    ws = load_workspace(root)
+    with pytest.raises(FlagScaleError) as caught:
+        trees.layered_tree(ws, "vllm", commit)
+    message = str(caught.value)
+    assert f"vllm: pin {'1' * 40} is not in third_party/vllm" in message
+    assert "run `inv unpatch --backend vllm` to fetch it" in message
+    assert "submodule" not in message
+
+
 def test_pin_missing_at_commit_is_an_error_naming_backend_and_commit(vendor) -> None:
     ws = load_workspace(vendor.root)
     first = run_git(vendor.root, "rev-list", "--max-parents=0", "HEAD")
