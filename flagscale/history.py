@@ -235,7 +235,7 @@ def _check_backend_names(ws: Workspace, backends: Iterable[str]) -> None:
 def _locate(ws: Workspace, device: str, backends: list[str], commit: str | None) -> str:
     """The commit holding the sets: ``commit`` checked, or the last one that changed them."""
     if commit is not None:
-        found = _full_commit(ws, commit)
+        found = commit_id(ws.root, commit)
         if found is None:
             raise FlagScaleError(f"--commit {commit!r} is not a commit in {ws.root}")
         if not _is_ancestor(ws, found, "HEAD"):
@@ -615,7 +615,7 @@ def resolve(
         key = backend_key(backends)
         entries = [e for e in entries if e.backend_key == key]
     if commit is not None:
-        full = _full_commit(ws, commit) or commit
+        full = commit_id(ws.root, commit) or commit
         entries = [e for e in entries if e.commit == full]
     else:
         newest: dict[tuple[str, str], HistoryEntry] = {}

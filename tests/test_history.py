@@ -313,6 +313,19 @@ def test_merge_commit_keeps_the_vendor_commit_valid(vendor: VendorWorkspace) -> 
     assert lines == [f"{DEVICE} train {KEY}: already recorded ({x} holds these sets)"]
 
 
+def test_record_and_resolve_take_a_ref_as_commit(vendor: VendorWorkspace) -> None:
+    commit = make_sets(vendor, ["llama"])
+    run_git(vendor.root, "tag", "acme-sets")
+    run_git(vendor.root, "commit", "-q", "--allow-empty", "-m", "later")
+    (entry,) = record(vendor, commit="HEAD~1")
+    assert entry.commit == commit
+    ws = load_workspace(vendor.root)
+    assert resolve(ws, DEVICE, commit="acme-sets").commit == commit
+    assert resolve(ws, DEVICE, commit="HEAD~1").commit == commit
+    with pytest.raises(FlagScaleError, match="--commit 'no-such-ref' is not a commit in"):
+        record(vendor, commit="no-such-ref")
+
+
 # --- resolving for builds ----------------------------------------------------------------------
 
 
