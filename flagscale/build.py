@@ -32,7 +32,7 @@ from flagscale.buildlock import (
     replace_directory,
     staging_path,
 )
-from flagscale.buildplan import BuildPlan, SetPlan, choose_history, plan_device, read_blobs
+from flagscale.buildplan import GIT_SETS, BuildPlan, SetPlan, SetSource, plan_device, read_blobs
 from flagscale.buildtree import Assembler, Component, PatchApplyError, PatchPiece
 from flagscale.errors import FlagScaleError
 from flagscale.fingerprint import (
@@ -82,6 +82,7 @@ class BuildRequest:
     jobs: int | None = None
     force: bool = False
     report: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+    source: SetSource = GIT_SETS  # where history and patch sets come from (git, or a bundle)
 
 
 def build_root(ws: Workspace) -> Path:
@@ -128,6 +129,7 @@ def _plan_all(ws: Workspace, devices: list[str], request: BuildRequest) -> list[
             commit=commit,
             backends=request.backends,
             three_way=request.three_way,
+            source=request.source,
         )
         for device in devices
     ]
@@ -138,7 +140,7 @@ def _plan_all(ws: Workspace, devices: list[str], request: BuildRequest) -> list[
 
 def _common_history_commit(ws: Workspace, devices: list[str], request: BuildRequest) -> str | None:
     """The newest history commit that holds patch sets for every device type, if any."""
-    choices = [choose_history(ws, d, request.task, None, request.backends) for d in devices]
+    choices = [request.source.choose(ws, d, request.task, None, request.backends) for d in devices]
     shared = [c for c in choices[0].commits if all(c in other.commits for other in choices[1:])]
     if not shared:
         return None
@@ -308,7 +310,7 @@ def _components(
 ) -> list[Component]:
     """Each part of the tree with its base tree and its (decrypted) patch pieces."""
     files = [f for s in plan.sets.values() for f in s.files]
-    blobs = read_blobs(ws, [f.blob for f in files])
+    blobs = read_blobs(ws, [f.blob for f in files if f.data is None])
     keys = _KeyRing(request.key_paths)
     components = []
     for name in [FLAGSCALE, *plan.backends]:
@@ -371,7 +373,7 @@ def _pieces(
         return ()
     pieces = []
     for stored in patch_set.files:
-        data = blobs[stored.blob]
+        data = stored.data if stored.data is not None else blobs[stored.blob]
         if stored.sha256 and hashlib.sha256(data).hexdigest() != stored.sha256:
             raise FlagScaleError(
                 f"{stored.path}: its sha256 does not match {patch_set.source}: the file was"

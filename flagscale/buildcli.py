@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke.tasks import Task
 
 from flagscale.errors import FlagScaleError
+
+if TYPE_CHECKING:
+    from flagscale.buildplan import SetSource
 
 __all__ = ["BuildTask", "build_command", "unpatch_device_command"]
 
@@ -40,13 +43,16 @@ def build_command(
     start: Path | None = None,
     bundle: str | None = None,
     trust: str | None = None,
+    source: SetSource | None = None,
 ) -> dict[str, Path]:
     """``inv build --device V_M ...``: build the device types' trees in the workspace.
 
     With ``bundle`` the release bundle is verified against ``trust`` first and the build uses
-    its patch sets (``flagscale.bundle.build_from_bundle``).
+    its patch sets (``flagscale.bundle.build_from_bundle``, which passes them on as ``source``;
+    default: the history commit's git objects).
     """
     from flagscale.build import BuildRequest, build_devices
+    from flagscale.buildplan import GIT_SETS
     from flagscale.workspace import find_workspace
 
     if bundle or trust:
@@ -70,6 +76,7 @@ def build_command(
         three_way=three_way,
         jobs=jobs or None,
         force=force,
+        source=source or GIT_SETS,
     )
     return build_devices(ws, request)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from flagscale import __version__
 from flagscale.errors import FlagScaleError
@@ -21,15 +21,21 @@ from flagscale.gitcli import commit_id, git
 from flagscale.workspace import DECLARATION, FLAGSCALE, Workspace
 
 __all__ = [
+    "GIT_SETS",
     "HISTORY",
     "BuildPlan",
+    "Entry",
+    "GitSets",
     "HistoryChoice",
     "SetFile",
     "SetPlan",
+    "SetSource",
     "choose_history",
     "list_folder",
     "plan_device",
     "read_blobs",
+    "read_sets",
+    "set_from_metadata",
 ]
 
 HISTORY = "hardware/patch_history.yaml"  # flagscale.history.HISTORY
@@ -48,6 +54,7 @@ class SetFile:
     scheme: str | None = None  # "fsenc" (flagscale.crypto), "legacy" (RSA + AES-CBC), or None
     sha256: str | None = None  # from metadata.yaml, checked before use
     name: str = ""  # the name an encrypted file is bound to (flagscale.crypto)
+    data: bytes | None = field(default=None, repr=False, compare=False)  # None: read blob from git
 
 
 @dataclass(frozen=True)
@@ -268,13 +275,13 @@ def read_sets(ws: Workspace, choice: HistoryChoice) -> dict[str, SetPlan]:
         where = f"{folder}/{{}} at {choice.commit[:12]}"
         if METADATA in files:
             data = texts[files[METADATA].oid]
-            sets[backend] = _patch_set(choice, backend, folder, tree, files, data, where)
+            sets[backend] = set_from_metadata(choice, backend, folder, tree, files, data, where)
         else:
             sets[backend] = legacy.read_legacy_set(ws, choice, backend, folder, tree, files, texts)
     return sets
 
 
-def _patch_set(
+def set_from_metadata(
     choice: HistoryChoice,
     backend: str,
     folder: str,
@@ -283,6 +290,7 @@ def _patch_set(
     metadata_bytes: bytes,
     where: str,
 ) -> SetPlan:
+    """A patch set (layout ``patch-set``) from its ``metadata.yaml`` and its folder's entries."""
     from flagscale.patchset import encryption_name, parse_metadata
 
     source = where.format(METADATA)
@@ -330,6 +338,49 @@ def _patch_set(
     )
 
 
+# --- where patch sets come from ---------------------------------------------------------------
+
+
+class SetSource(Protocol):
+    """Where a build's history line and patch sets come from: git objects, or a verified bundle
+    (``flagscale.bundlesets.BundleSets``). Everything else a build needs comes from git."""
+
+    def choose(
+        self,
+        ws: Workspace,
+        device_type: str,
+        task: str | None,
+        commit: str | None,
+        backends: Sequence[str],
+    ) -> HistoryChoice:
+        """The history line and commit to build (see ``choose_history``)."""
+        ...
+
+    def read_sets(self, ws: Workspace, choice: HistoryChoice) -> dict[str, SetPlan]:
+        """Each backend's patch set of the chosen history entry (see ``read_sets``)."""
+        ...
+
+
+class GitSets:
+    """The history in the work tree; the patch sets in the history commit's objects."""
+
+    def choose(
+        self,
+        ws: Workspace,
+        device_type: str,
+        task: str | None,
+        commit: str | None,
+        backends: Sequence[str],
+    ) -> HistoryChoice:
+        return choose_history(ws, device_type, task, commit, backends)
+
+    def read_sets(self, ws: Workspace, choice: HistoryChoice) -> dict[str, SetPlan]:
+        return read_sets(ws, choice)
+
+
+GIT_SETS = GitSets()
+
+
 # --- the plan ---------------------------------------------------------------------------------
 
 
@@ -341,16 +392,21 @@ def plan_device(
     commit: str | None = None,
     backends: Sequence[str] = (),
     three_way: bool = False,
+    source: SetSource = GIT_SETS,
 ) -> BuildPlan:
-    """Resolve the history, read the sets and pins: everything but the file contents."""
+    """Resolve the history, read the sets and pins: everything but the file contents.
+
+    ``source`` says where the history line and the patch sets come from; FlagScale's files at
+    the base and the pins always come from this clone.
+    """
     from flagscale.patchset import check_device_type
 
     check_device_type(device_type)
-    choice = choose_history(ws, device_type, task, commit, backends)
+    choice = source.choose(ws, device_type, task, commit, backends)
     for backend in choice.backends:
         if backend != FLAGSCALE:
             ws.backend(backend)  # unknown backend: one clear error
-    sets = read_sets(ws, choice)
+    sets = source.read_sets(ws, choice)
     base = _common_base(ws, choice, sets)
     pins, layers, base_tree = _base_facts(ws, base, choice, sets)
     return BuildPlan(
@@ -383,9 +439,17 @@ def _common_base(ws: Workspace, choice: HistoryChoice, sets: Mapping[str, SetPla
         first = next(iter(sets.values()))
         raise FlagScaleError(
             f"{first.source}: flagscale_base {base} is not a commit in {ws.root}",
-            hint="fetch FlagScale's history (git fetch --unshallow) and try again",
+            hint=f"fetch it (git fetch {_remote(ws)} {base}) or update your clone, then retry",
         )
     return base
+
+
+def _remote(ws: Workspace) -> str:
+    """The remote to name in a fetch hint: ``origin`` if there is one, else the only one."""
+    remotes = git(["remote"], ws.root, check=False).decode().split()
+    if "origin" in remotes:
+        return "origin"
+    return remotes[0] if len(remotes) == 1 else "<remote>"
 
 
 def _base_facts(

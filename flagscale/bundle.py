@@ -496,34 +496,20 @@ def git_blob_id(data: bytes) -> str:
 
 
 def bundle_commit(workspace: Workspace, bundle: VerifiedBundle, device: str) -> str:
-    """The history commit a bundle's patch sets of ``device`` were read from, checked locally.
+    """The history commit a bundle's patch sets of ``device`` were cut from.
 
-    Every bundled file of the device must be, byte for byte, the file at that commit in this
-    clone (same git blob id): then a build at that commit uses exactly the signed bytes.
+    A clone that holds that commit must hold, byte for byte, the bundled files there (same git
+    blob id): a bundle that disagrees with the commit it names is refused. A clone without the
+    commit is fine: the build reads the sets from the bundle (``flagscale.bundlesets``).
     """
-    entry = bundle.manifest["device_types"].get(device)
-    if entry is None:
-        raise BundleError(
-            f"{bundle.path} holds no patch sets for {device}; it holds "
-            f"{', '.join(bundle.device_types)}"
-        )
-    commits = sorted({ps["commit"] for ps in entry["patch_sets"].values()})
-    if len(commits) != 1:
-        raise BundleError(
-            f"{bundle.path}: the patch sets of {device} come from several commits "
-            f"({', '.join(commits)}); a build uses one",
-            hint="cut the bundle again after recording all of its sets in one commit",
-        )
-    commit = commits[0]
-    if not git_ok(["cat-file", "-e", f"{commit}^{{commit}}"], workspace.root):
-        raise BundleError(
-            f"{bundle.path}: {device}'s patch sets are from FlagScale commit {commit}, "
-            f"which this clone does not have",
-            hint="fetch FlagScale's history (git fetch) and try again",
-        )
-    for patch_set in entry["patch_sets"].values():
-        for path in [patch_set["metadata"], *patch_set["patches"]]:
-            _check_same_as_commit(workspace, bundle, commit, path)
+    from flagscale.bundlesets import sets_commit
+
+    commit = sets_commit(bundle, device)
+    if git_ok(["cat-file", "-e", f"{commit}^{{commit}}"], workspace.root):
+        entry = bundle.manifest["device_types"][device]
+        for patch_set in entry["patch_sets"].values():
+            for path in [patch_set["metadata"], *patch_set["patches"]]:
+                _check_same_as_commit(workspace, bundle, commit, path)
     return commit
 
 
@@ -549,11 +535,14 @@ def build_from_bundle(
 ) -> dict[str, Path]:
     """``inv build --device V_M --bundle PATH --trust K.pub``: build from a verified bundle.
 
-    The bundle is verified first (signature, every hash); each device's bundled patch sets must
-    equal, byte for byte, the ones at the history commit they were cut from, and the build runs
-    at that commit (``build_options`` go to ``buildcli.build_command``).
+    The bundle is verified first (signature, every hash, in memory); the build then takes the
+    history entry and the patch sets from the bundle's bytes (``bundlesets.BundleSets``) and only
+    FlagScale's files at the sets' base and the pins from this clone. If the clone holds the
+    commit the sets were cut from, its files there must equal the bundle's (``bundle_commit``).
+    ``build_options`` go to ``buildcli.build_command``.
     """
     from flagscale.buildcli import build_command
+    from flagscale.bundlesets import BundleSets
 
     if not trust:
         raise BundleError(
@@ -570,5 +559,7 @@ def build_from_bundle(
             f"{bundle.path}: the device types come from different FlagScale commits; "
             "build them one at a time"
         )
+    source = BundleSets(bundle)
     print(bundle.summary())
-    return build_command(names, commit=commits[names[0]], start=workspace.root, **build_options)
+    commit = commits[names[0]]
+    return build_command(names, commit=commit, start=workspace.root, source=source, **build_options)

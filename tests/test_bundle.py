@@ -600,7 +600,7 @@ def test_build_from_bundle_uses_the_signed_patch_sets(tmp_path: Path) -> None:
 
 def test_build_from_bundle_refuses_without_trust_or_with_a_foreign_bundle(tmp_path: Path) -> None:
     rw, _ = standard_release(tmp_path / "one")
-    other, _ = standard_release(tmp_path / "two")  # same files, other commits
+    other, theirs = standard_release(tmp_path / "two")  # same files, other commits
     private, public = keypair(tmp_path)
     path = create_bundle(
         load_workspace(other.root),
@@ -622,8 +622,13 @@ def test_build_from_bundle_refuses_without_trust_or_with_a_foreign_bundle(tmp_pa
         str(public),
         check=False,
     )
+    # The sets come from the bundle; the FlagScale base they were made against must be here.
     assert foreign.returncode == 1
-    assert "which this clone does not have" in foreign.stderr
+    assert foreign.stderr.startswith(
+        "error: hardware/Metax_C550/FlagScale/metadata.yaml in flagscale-patches-1.tar.gz:"
+        f" flagscale_base {theirs['base']} is not a commit in {rw.root}"
+    )
+    assert f"(fetch it (git fetch <remote> {theirs['base']}) or update your clone" in foreign.stderr
     assert not (rw.root / "build" / "Metax_C550").exists()
     with pytest.raises(
         BundleError, match="holds no patch sets for Ascend_910B; it holds Metax_C550"
