@@ -610,6 +610,7 @@ def resolve(
             hint="check the device type, or ask its vendor to record the patch sets",
         )
     if task is not None:
+        check_task(task)
         entries = [e for e in entries if e.task == task]
     if backends:
         key = backend_key(backends)
@@ -625,7 +626,11 @@ def resolve(
     if not entries:
         narrowed = ", ".join(
             f"{name} {value}"
-            for name, value in (("task", task), ("backends", backends), ("commit", commit))
+            for name, value in (
+                ("task", task),
+                ("backends", backends and backend_key(backends)),
+                ("commit", commit),
+            )
             if value
         )
         raise FlagScaleError(

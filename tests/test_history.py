@@ -347,6 +347,12 @@ def test_resolve_newest_by_commit_and_by_task(vendor: VendorWorkspace) -> None:
         resolve(ws, "Nvidia_A100")
     with pytest.raises(FlagScaleError, match="no entry for Metax_C550 with task post_train"):
         resolve(ws, DEVICE, task="post_train")
+    with pytest.raises(FlagScaleError, match=r"^unknown task 'training' \(known tasks: train,"):
+        resolve(ws, DEVICE, task="training")
+    with pytest.raises(
+        FlagScaleError, match=rf"^{HISTORY} has no entry for Metax_C550 with backends {BACKEND} \("
+    ):
+        resolve(ws, DEVICE, backends=[BACKEND])
 
 
 def test_resolve_refuses_an_ambiguous_choice(vendor: VendorWorkspace) -> None:
