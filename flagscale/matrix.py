@@ -353,9 +353,20 @@ def run_matrix(
         if bad:
             raise FlagScaleError(
                 f"{len(bad)} patch set(s) are not clean: {', '.join(bad)}",
-                hint="rebase them with inv patch on the current pins",
+                hint=_not_clean_hint({r["verdict"] for r in document["rows"]}),
             )
     return document
+
+
+_NOT_CLEAN_ADVICE = {
+    "drifting": "drifting: regenerate them with `inv patch --device-type` on the current pins",
+    "conflicting": "conflicting: they do not apply even on their base; ask the vendor for new sets",
+    "unknown": "unknown: see the reason in the table (encrypted: pass --key-path)",
+}
+
+
+def _not_clean_hint(verdicts: set[str]) -> str:
+    return "; ".join(text for verdict, text in _NOT_CLEAN_ADVICE.items() if verdict in verdicts)
 
 
 def matrix_command(

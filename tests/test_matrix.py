@@ -228,6 +228,10 @@ def test_run_matrix_colours_only_on_a_terminal_and_strict_fails(
     assert "4 patch set(s) are not clean: Conflict_D1/Megatron-LM (conflicting)" in str(
         caught.value
     )
+    hint = caught.value.hint or ""
+    assert "drifting: regenerate them with `inv patch --device-type` on the current pins" in hint
+    assert "conflicting: they do not apply even on their base" in hint
+    assert "unknown: see the reason in the table (encrypted: pass --key-path)" in hint
 
 
 def test_inv_matrix_writes_files_and_prints_the_table(
