@@ -99,18 +99,18 @@ class BundleSets:
             for line_key, commits in sorted(keys.items())
             if recorded in commits and task in (None, name) and key in (None, line_key)
         ]
-        widest = [c for c in lines if all(set(o.backends) <= set(c.backends) for o in lines)]
-        if lines and len({c.key for c in widest}) == 1:
-            return widest[0]
         if not lines:
             narrowed = "".join(
                 f" {label} {value}" for label, value in (("task", task), ("backends", key)) if value
             )
             raise BundleError(
                 f"{self.bundle.path}: its {HISTORY} has no entry for {device_type}{narrowed}"
-                f" at {recorded}",
-                hint=f"see the entries of {device_type} with inv verify-bundle, or drop --task",
+                f" at {recorded}, the commit its patch sets were cut from",
+                hint="drop --task/--backend, or build without --bundle",
             )
+        widest = [c for c in lines if all(set(o.backends) <= set(c.backends) for o in lines)]
+        if len({c.key for c in widest}) == 1:
+            return widest[0]
         listed = "; ".join(f"{c.task} {c.key}" for c in lines)
         raise FlagScaleError(
             f"{device_type} has several history entries in {self.bundle.path} ({listed})",

@@ -667,3 +667,23 @@ def test_build_bundle_flags_that_do_not_go_together(tmp_path: Path) -> None:
         build_command(["Metax_C550"], trust="k.pub", start=tmp_path)
     with pytest.raises(BundleError, match="--commit and --bundle exclude each other"):
         build_command(["Metax_C550"], bundle="b.tar.gz", trust="k.pub", commit="HEAD")
+
+
+def test_build_from_bundle_takes_the_entry_from_the_bundles_history(tmp_path: Path) -> None:
+    from flagscale.buildcli import build_command
+
+    rw, commits = standard_release(tmp_path)
+    private, public = keypair(tmp_path)
+    path = create_bundle(
+        load_workspace(rw.root), ["Metax_C550"], version="1", sign_key=private, out_dir=tmp_path
+    )
+    options = dict(bundle=str(path), trust=str(public), start=rw.root)
+    with pytest.raises(
+        BundleError,
+        match=f"its hardware/patch_history.yaml has no entry for Metax_C550 task inference at"
+        f" {commits['sets']}, the commit its patch sets were cut from",
+    ):
+        build_command(["Metax_C550"], task="inference", **options)
+    with pytest.raises(BundleError, match="holds no patch sets for Ascend_910B; it holds Metax_C5"):
+        build_command(["Ascend_910B"], **options)
+    assert not (rw.root / "build").exists()
