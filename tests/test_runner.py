@@ -17,8 +17,9 @@ import psutil
 import pytest
 
 from flagscale.runner.golden import load_golden
-from flagscale.runner.smoke import SmokeError, run_smoke
+from flagscale.runner.smoke import SmokeError, run_smoke, smoke_command
 from flagscale.schema import validate
+from tests.gitrepos import declare_backends, run_git
 from tests.smoke_fixtures import (
     DEVICE,
     fake_losses,
@@ -211,6 +212,20 @@ def test_build_checks(tmp_path: Path) -> None:
         run(root, case)
     with pytest.raises(Exception, match="not Vendor_Model"):
         run_smoke(root, "generic", case)
+
+
+def test_smoke_command_names_a_missing_case_file_and_where_it_looked(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path)
+    run_git(root, "init", "-q")
+    release = {"kind": "release", "package": "megatron-core", "version": "0.1"}
+    release.update(filename="megatron_core-0.1.tar.gz", sha256="0" * 64)
+    declare_backends(root, {"Megatron-LM": {"source": release, "pin": "1" * 40}})
+    with pytest.raises(SmokeError) as caught:
+        smoke_command(DEVICE, "ci/smoke/nope.yaml", start=root / "hardware")
+    assert str(caught.value) == (
+        f"smoke case ci/smoke/nope.yaml not found in {root / 'hardware'} nor in {root}"
+        " (pass --config with a case file, e.g. ci/smoke/gpt_tiny_tp2.yaml)"
+    )
 
 
 def test_log_folder_not_made_by_the_runner_is_kept(tmp_path: Path) -> None:

@@ -532,10 +532,16 @@ def smoke_command(
             return (here / path).resolve()
         return root / path
 
+    case = located(config)
+    if not case.is_file():
+        raise SmokeError(
+            f"smoke case {config} not found in {here} nor in {root}",
+            hint="pass --config with a case file, e.g. ci/smoke/gpt_tiny_tp2.yaml",
+        )
     outcome = run_smoke(
         root,
         device_type,
-        located(config),
+        case,
         build_dir=located(build_dir) if build_dir else None,
         record_golden=record_golden,
         timeout=timeout,
