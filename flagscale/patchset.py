@@ -327,13 +327,17 @@ def _gather_pieces(request: PatchRequest) -> _Pieces:
             hint=f"pass {' '.join(f'{flag} ...' for flag in missing)}"
             + (" (a contact is required when encrypting)" if "--contact" in missing else ""),
         )
-    version = request.backend_version or _prompt(ask, "Backend version (e.g. 0.16.1)")
-    models = request.models or _prompt(ask, "Models adapted (e.g. aquila llama)").split()
-    message = request.message or _prompt(ask, "Commit message")
+    version = request.backend_version or _prompt(
+        ask, "Backend version (e.g. 0.16.1)", "--backend-version"
+    )
+    models = (
+        request.models or _prompt(ask, "Models adapted (e.g. aquila llama)", "--models").split()
+    )
+    message = request.message or _prompt(ask, "Commit message", "--message")
     contact = request.contact
     if contact is None and ask is not None:
         label = "Contact for the key (name <mail>)" if encrypting else "Contact (optional)"
-        contact = _prompt(ask, label, required=encrypting)
+        contact = _prompt(ask, label, "--contact", required=encrypting)
     models_list = [m for value in models for m in value.replace(",", " ").split()]
     return _Pieces(
         backend_version=version.strip(),
@@ -343,10 +347,18 @@ def _gather_pieces(request: PatchRequest) -> _Pieces:
     )
 
 
-def _prompt(ask: Callable[[str], str] | None, label: str, *, required: bool = True) -> str:
+def _prompt(
+    ask: Callable[[str], str] | None, label: str, flag: str, *, required: bool = True
+) -> str:
     assert ask is not None
     for _attempt in range(3):
-        answer = ask(f"{label}: ").strip()
+        try:
+            answer = ask(f"{label}: ").strip()
+        except EOFError:
+            raise FlagScaleError(
+                f"no answer for {label.split(' (')[0].lower()}: the input ended",
+                hint=f"pass {flag} ... on the command line",
+            ) from None
         if answer or not required:
             return answer
     raise FlagScaleError(f"no answer for {label.split(' (')[0].lower()}", hint="give a value")

@@ -263,6 +263,22 @@ def test_missing_pieces_are_asked_for_on_a_terminal(adapted: VendorWorkspace) ->
     assert run_git(adapted.root, "log", "-1", "--format=%s") == "Metax: adapt"
 
 
+def test_input_ending_at_a_prompt_names_the_flag_to_pass(adapted: VendorWorkspace) -> None:
+    answers = iter(["0.16.1", "llama"])
+
+    def ask(prompt: str) -> str:
+        for answer in answers:
+            return answer
+        raise EOFError
+
+    with pytest.raises(FlagScaleError) as caught:
+        make_sets(adapted, backend_version=None, models=None, message=None, contact=None, ask=ask)
+    assert str(caught.value) == (
+        "no answer for commit message: the input ended (pass --message ... on the command line)"
+    )
+    assert run_git(adapted.root, "status", "--porcelain", "--", "hardware") == ""
+
+
 def test_interrupted_swap_is_finished_before_the_next_run(adapted: VendorWorkspace) -> None:
     make_sets(adapted)
     folder = adapted.root / "hardware" / DEVICE
