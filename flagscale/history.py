@@ -97,8 +97,8 @@ def _refuse_unquoted(data: Any) -> None:
     for device, task, key, index, value in _walk(data):
         if not isinstance(value, str):
             raise FlagScaleError(
-                f"{HISTORY}: {device}.{task}.{key}[{index}] is {value!r}, a "
-                f"{type(value).__name__}: YAML read an unquoted commit id",
+                f"{HISTORY}: {device}.{task}.{key}[{index}] is {value!r}, not a string: "
+                "YAML read an unquoted commit id as a number",
                 hint='quote commit ids ("0123abc...") or run `inv check-history --repair`',
             )
 
@@ -465,7 +465,7 @@ class _Checker:
         if not isinstance(value, str):
             self.problem(
                 where,
-                f"{value!r} is a {type(value).__name__}: an unquoted commit id read as a number",
+                f"{value!r} is not a string: an unquoted commit id read as a number",
                 f"quoted as {text!r}",
             )
         elif not _FULL_SHA.match(value):

@@ -159,7 +159,8 @@ def test_check_reports_every_kind_of_problem(vendor: VendorWorkspace) -> None:
         f"{DEVICE}.inference.{KEY}[0]: the sets at {second} are for train, not inference"
         in problems
     )
-    assert "Iluvatar_BI150.train.FlagScale[0]: 1234567 is a int: an unquoted commit id" in problems
+    unquoted = "Iluvatar_BI150.train.FlagScale[0]: 1234567 is not a string: an unquoted commit id"
+    assert unquoted in problems
     assert "Iluvatar_BI150.train.FlagScale[0]: commit '1234567' does not exist here" in problems
 
 
@@ -197,7 +198,8 @@ def test_unquoted_ids_are_refused_on_load_and_quoted_by_repair(vendor: VendorWor
     commit = run_git(vendor.root, "rev-parse", "HEAD")
     write_history(vendor, history_text([short]))
     with pytest.raises(
-        FlagScaleError, match=rf"\[0\] is {int(short)}, a int: YAML read an unquoted"
+        FlagScaleError,
+        match=rf"\[0\] is {int(short)}, not a string: YAML read an unquoted commit id as a number",
     ):
         load_history(load_workspace(vendor.root))
     report = check(vendor, repair=True)
