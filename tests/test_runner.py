@@ -226,6 +226,8 @@ def test_smoke_command_names_a_missing_case_file_and_where_it_looked(tmp_path: P
         f"smoke case ci/smoke/nope.yaml not found in {root / 'hardware'} nor in {root}"
         " (pass --config with a case file, e.g. ci/smoke/gpt_tiny_tp2.yaml)"
     )
+    with pytest.raises(SmokeError, match=rf"^smoke case nope.yaml not found in {root} \("):
+        smoke_command(DEVICE, "nope.yaml", start=root)
 
 
 def test_log_folder_not_made_by_the_runner_is_kept(tmp_path: Path) -> None:

@@ -535,7 +535,8 @@ def smoke_command(
     case = located(config)
     if not case.is_file():
         raise SmokeError(
-            f"smoke case {config} not found in {here} nor in {root}",
+            f"smoke case {config} not found in "
+            + (f"{root}" if here.resolve() == root.resolve() else f"{here} nor in {root}"),
             hint="pass --config with a case file, e.g. ci/smoke/gpt_tiny_tp2.yaml",
         )
     outcome = run_smoke(
