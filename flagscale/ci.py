@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tempfile
@@ -51,6 +52,7 @@ DEFAULT_RUNS_ON = ("ubuntu-latest",)
 SMOKE_CASES = "ci/smoke"
 WORKFLOW = "ci/workflows/unpatch_and_test.yml"
 TASK = "train"
+KEY_PATHS_ENV = "FLAGSCALE_KEY_PATHS"  # key files for encrypted patch sets in CI
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,18 @@ def validate_workspace(root: Path) -> list[str]:
 # --- unpatch_and_test ---------------------------------------------------------------------------
 
 
-def fresh_build(root: Path, device_type: str, folder: Path) -> Path:
+def ci_key_paths() -> tuple[Path, ...]:
+    """Key files for encrypted patch sets, from ``$FLAGSCALE_KEY_PATHS`` (os.pathsep-separated).
+
+    CI hosts write each vendor's key from a secret into a 0600 file and name it here.
+    """
+    value = os.environ.get(KEY_PATHS_ENV, "")
+    return tuple(Path(part) for part in value.split(os.pathsep) if part.strip())
+
+
+def fresh_build(
+    root: Path, device_type: str, folder: Path, *, key_paths: tuple[Path, ...] = ()
+) -> Path:
     """Clone the workspace's committed state into ``folder`` and build ``device_type`` there.
 
     The build comes from the history and patch sets as committed; nothing in the developer's
@@ -215,7 +228,7 @@ def fresh_build(root: Path, device_type: str, folder: Path) -> Path:
 
     clone = folder / "workspace"
     git(["clone", "--quiet", "--shared", "--no-recurse-submodules", str(root), str(clone)], folder)
-    request = BuildRequest(devices=(device_type,), task=TASK)
+    request = BuildRequest(devices=(device_type,), task=TASK, key_paths=key_paths)
     return build_devices(load_workspace(clone), request)[device_type]
 
 
@@ -241,7 +254,7 @@ def unpatch_and_test(
     if not cases:
         raise FlagScaleError(f"no smoke cases in {SMOKE_CASES}/", hint="add ci/smoke/<case>.yaml")
     with tempfile.TemporaryDirectory(prefix=f"flagscale-ci-{device_type}-", dir=work) as temp:
-        build = fresh_build(root, device_type, Path(temp))
+        build = fresh_build(root, device_type, Path(temp), key_paths=ci_key_paths())
         report(f"built {device_type} in a fresh clone: {build}")
         outcomes = []
         for case in cases:

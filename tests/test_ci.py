@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ import yaml
 from flagscale.ci import (
     WORKFLOW,
     ci_devices,
+    ci_key_paths,
+    fresh_build,
     load_workflow,
     matrix,
     session_name,
@@ -23,6 +26,8 @@ from flagscale.errors import FlagScaleError
 from flagscale.patchset import PatchMetadata, dump_metadata
 from flagscale.schema import SchemaError, validate
 from flagscale.workspace import load_workspace
+from tests.build_fixtures import DEVICE as VENDOR_DEVICE
+from tests.build_fixtures import make_origin
 from tests.gitrepos import TOOL_ROOT, inv, make_repo, write_files
 
 COMMIT = "1" * 40
@@ -241,4 +246,22 @@ def test_inv_smoke_reports_one_line_errors(tmp_path: Path) -> None:
     )
     bad_case = inv(root, "smoke", "--device", "Generic_CPU", "--config", "nope.yaml", check=False)
     assert bad_case.returncode == 1
-    assert bad_case.stderr.strip() == "error: nope.yaml: file not found"
+    assert bad_case.stderr.strip() == (
+        f"error: smoke case nope.yaml not found in {root}"
+        " (pass --config with a case file, e.g. ci/smoke/gpt_tiny_tp2.yaml)"
+    )
+
+
+def test_ci_builds_encrypted_sets_with_keys_named_in_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    origin = make_origin(tmp_path / "origin", encrypt=True)
+    assert origin.key is not None
+    (tmp_path / "without").mkdir()
+    with pytest.raises(FlagScaleError, match="no --key-path given"):
+        fresh_build(origin.root, VENDOR_DEVICE, tmp_path / "without", key_paths=ci_key_paths())
+    monkeypatch.setenv("FLAGSCALE_KEY_PATHS", f"{tmp_path / 'other.key'}{os.pathsep}{origin.key}")
+    assert ci_key_paths() == (tmp_path / "other.key", origin.key)
+    (tmp_path / "with").mkdir()
+    build = fresh_build(origin.root, VENDOR_DEVICE, tmp_path / "with", key_paths=ci_key_paths())
+    assert (build / ".flagscale-build.json").is_file()
