@@ -9,6 +9,7 @@ accept them repeated (``--backend A --backend B``) or in one quoted/comma-separa
 from __future__ import annotations
 
 from invoke import Collection, Context, task
+from invoke.exceptions import Exit
 
 from flagscale.cli import accept_space_separated_values, report_errors, split_names
 
@@ -25,7 +26,8 @@ namespace = Collection()
     help={
         "backend": "backend(s) to lay (default: every non-optional one); repeat or separate "
         "with spaces/commas",
-        "mode": "how whole files are laid: symlink (edits go straight into backends/) or copy",
+        "mode": "how whole files are laid: symlink (default; edits go straight into backends/)"
+        " or copy",
         "force": "discard edits not in backends/, after saving them as a patch file",
         "device_type": "user: build build/<Vendor_Model>/ from its patch sets (= inv build)",
         "task": "user, with --device-type: task(s) whose patch sets to use",
@@ -37,7 +39,7 @@ namespace = Collection()
 def unpatch(
     c: Context,
     backend: list[str] | None = None,
-    mode: str = "symlink",
+    mode: str | None = None,
     force: bool = False,
     device_type: str | None = None,
     task: list[str] | None = None,
@@ -51,6 +53,11 @@ def unpatch(
     if device_type is not None:
         from flagscale.buildcli import unpatch_device_command
 
+        if mode is not None:
+            raise Exit(
+                "error: --mode does not apply with --device-type: build trees are always copies"
+            )
+
         report_errors(
             verbose,
             lambda: unpatch_device_command(
@@ -63,7 +70,8 @@ def unpatch(
             ),
         )
         return
-    report_errors(verbose, lambda: lay(None, split_names(backend), mode=mode, force=force))
+    chosen = mode or "symlink"
+    report_errors(verbose, lambda: lay(None, split_names(backend), mode=chosen, force=force))
 
 
 namespace.add_task(unpatch)

@@ -40,3 +40,12 @@ def test_seed_spelling_reaches_the_task(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines() == [
         "error: unknown backend 'Nope': backends/backends.yaml declares Up"
     ]
+
+
+def test_mode_with_device_type_is_refused(tmp_path: Path) -> None:
+    root, _ = make_workspace(tmp_path, {"Up": {"a.txt": "a\n"}})
+    result = inv(root, "unpatch", "--device-type", "Acme_X1", "--mode", "copy", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "error: --mode does not apply with --device-type: build trees are always copies"
+    )
