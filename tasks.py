@@ -11,7 +11,7 @@ from __future__ import annotations
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
-from flagscale.cli import accept_space_separated_values, report_errors, split_names
+from flagscale.core.cli import accept_space_separated_values, report_errors, split_names
 
 VERBOSE_HELP = "show the full traceback on failure"
 
@@ -48,10 +48,10 @@ def unpatch(
     verbose: bool = False,
 ) -> None:
     """Bring third_party/<backend> to its pin with FlagScale's base layer laid over it."""
-    from flagscale.overlay import unpatch as lay
+    from flagscale.overlay.unpatch import unpatch as lay
 
     if device_type is not None:
-        from flagscale.buildcli import unpatch_device_command
+        from flagscale.build.command import unpatch_device_command
 
         if mode is not None:
             raise Exit(
@@ -110,8 +110,8 @@ def patch(
     verbose: bool = False,
 ) -> None:
     """Write third_party/ edits back into backends/ (vendors: --device-type → hardware/)."""
-    from flagscale.harvest import patch as harvest
-    from flagscale.patchset import patch_command
+    from flagscale.overlay.patch import patch as harvest
+    from flagscale.vendor.patchset import patch_command
 
     vendor = {
         "tasks": split_names(task),
@@ -142,7 +142,7 @@ namespace.add_task(patch)
 )
 def import_release(c: Context, backend: str, verbose: bool = False) -> None:
     """Import a release backend's source archive into git; print the commit to record as pin."""
-    from flagscale.release import import_declared
+    from flagscale.upstream.release_import import import_declared
 
     print(report_errors(verbose, lambda: import_declared(backend)))
 
@@ -153,7 +153,7 @@ namespace.add_task(import_release)
 # --- vendor patch sets, history, builds (flows 2 and 3) ----------------------------------------
 
 
-from flagscale.buildcli import BuildTask  # noqa: E402 - gives --three-way its git spelling --3way
+from flagscale.build.command import BuildTask  # noqa: E402 - gives --three-way its git spelling --3way
 
 
 @task(
@@ -186,7 +186,7 @@ def build(
     verbose: bool = False,
 ) -> None:
     """Build isolated trees build/<Vendor_Model>/ from the vendor patch sets in the history."""
-    from flagscale.buildcli import build_command
+    from flagscale.build.command import build_command
 
     report_errors(
         verbose,
@@ -227,7 +227,7 @@ def record_history(
     verbose: bool = False,
 ) -> None:
     """Record a device type's committed patch sets in hardware/patch_history.yaml."""
-    from flagscale.history import record_command
+    from flagscale.vendor.history import record_command
 
     report_errors(
         verbose,
@@ -246,7 +246,7 @@ def record_history(
 )
 def check_history(c: Context, repair: bool = False, verbose: bool = False) -> None:
     """Check hardware/patch_history.yaml against the repository (--repair to fix it)."""
-    from flagscale.history import check_command
+    from flagscale.vendor.history import check_command
 
     report_errors(verbose, lambda: check_command(repair=repair))
 
@@ -301,7 +301,7 @@ namespace.add_task(smoke)
 @task(help={"verbose": VERBOSE_HELP})
 def ci_matrix(c: Context, verbose: bool = False) -> None:
     """Print the CI device matrix (device types and runner labels) as JSON."""
-    from flagscale.ci import matrix_command
+    from flagscale.ci.main import matrix_command
 
     report_errors(verbose, matrix_command)
 
@@ -321,7 +321,7 @@ namespace.add_task(ci_matrix)
 )
 def keygen(c: Context, out: str, force: bool = False, verbose: bool = False) -> None:
     """Make an Ed25519 key pair for signing release bundles (K private 0600, K.pub public)."""
-    from flagscale.bundle import keygen_command
+    from flagscale.release.bundle import keygen_command
 
     report_errors(verbose, lambda: keygen_command(out, force=force))
 
@@ -349,7 +349,7 @@ def bundle(
     verbose: bool = False,
 ) -> None:
     """Cut a signed, deterministic bundle of committed vendor patch sets for a release."""
-    from flagscale.bundle import bundle_command
+    from flagscale.release.bundle import bundle_command
 
     report_errors(
         verbose,
@@ -373,7 +373,7 @@ def bundle(
 )
 def verify_bundle(c: Context, path: str, trust: str | None = None, verbose: bool = False) -> None:
     """Check a bundle's signature and every file hash before anything is extracted."""
-    from flagscale.bundle import verify_command
+    from flagscale.release.bundle import verify_command
 
     report_errors(verbose, lambda: verify_command(path, trust))
 
@@ -399,7 +399,7 @@ def matrix(
     verbose: bool = False,
 ) -> None:
     """Show which patch sets apply on their base and on the current pins, with smoke results."""
-    from flagscale.matrix import matrix_command
+    from flagscale.release.matrix import matrix_command
 
     report_errors(
         verbose,

@@ -10,8 +10,8 @@ Generates a workspace in a temporary folder (nothing outside it is touched):
 * then a pin bump and a base-layer change, so some sets drift.
 
 Then it times the matrix (cold: fresh scratch repository; warm: again) and one full
-``inv build --device`` of one device type (``flagscale.build.build_devices``), and prints the
-figures (``--json PATH`` writes them too). Run: ``python benchmarks/bench_matrix.py``.
+``inv build --device`` of one device type (``flagscale.build.builder.build_devices``), and
+prints the figures (``--json PATH`` writes them too). Run: ``python benchmarks/bench_matrix.py``.
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flagscale import trees  # noqa: E402
-from flagscale.build import BuildRequest, build_devices  # noqa: E402
-from flagscale.matrix import build_matrix, render_table  # noqa: E402
-from flagscale.workspace import load_workspace  # noqa: E402
+from flagscale.build.builder import BuildRequest, build_devices  # noqa: E402
+from flagscale.overlay import layered_trees  # noqa: E402
+from flagscale.release.matrix import build_matrix, render_table  # noqa: E402
+from flagscale.upstream.workspace import load_workspace  # noqa: E402
 from tests.release_fixtures import ReleaseWorkspace, write_patch_set  # noqa: E402
 
 BACKEND = "Megatron-LM"
@@ -146,8 +146,8 @@ def make_workspace(tmp: Path, args: argparse.Namespace) -> tuple[ReleaseWorkspac
 def build_trees(ws, commits: dict) -> None:  # type: ignore[no-untyped-def]
     """The four trees the matrix needs (2 backends x recorded base and HEAD), timed alone."""
     for commit in (commits["base"], commits["head"]):
-        trees.layered_tree(ws, BACKEND, commit)
-        trees.flagscale_tree(ws, commit, exclude=trees.WORKTREE_EXCLUDES)
+        layered_trees.layered_tree(ws, BACKEND, commit)
+        layered_trees.flagscale_tree(ws, commit, exclude=layered_trees.WORKTREE_EXCLUDES)
 
 
 def timed(action):  # type: ignore[no-untyped-def]

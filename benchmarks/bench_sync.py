@@ -48,9 +48,9 @@ def main() -> None:
         folder = Path(scratch)
         os.environ["HOME"] = str(folder / "home")
         os.environ["FLAGSCALE_CACHE"] = str(folder / "cache")
-        from flagscale.release import fetch_artifact
-        from flagscale.sync import ensure_checkout
-        from flagscale.workspace import find_workspace
+        from flagscale.upstream.release_import import fetch_artifact
+        from flagscale.upstream.sync import ensure_checkout
+        from flagscale.upstream.workspace import find_workspace
 
         workspace = find_workspace(make_workspace(folder))
         backend = workspace.backend(args.backend)

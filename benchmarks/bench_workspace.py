@@ -134,8 +134,8 @@ def _content(value: bytes | Exec) -> bytes:
 
 
 def report(root: Path, layer_size: int, runs: int) -> None:
-    from flagscale.harvest import patch
-    from flagscale.overlay import unpatch
+    from flagscale.overlay.patch import patch
+    from flagscale.overlay.unpatch import unpatch
 
     quiet = {"echo": lambda _: None}
     checkout = root / "third_party" / NAME

@@ -1,8 +1,8 @@
 """Vendor data for the build tests: real patch sets made by ``inv patch``'s library, real clones.
 
 ``make_origin`` builds a vendor's FlagScale (tests/vendor_workspace.py), turns the adaptation into
-patch sets with ``flagscale.patchset.create_patch_sets``, records the history and commits it. A
-user then clones that repository (``clone_user``) and builds from the clone.
+patch sets with ``flagscale.vendor.patchset.create_patch_sets``, records the history and commits
+it. A user then clones that repository (``clone_user``) and builds from the clone.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import yaml
 
-from flagscale.history import load_history, record_history, write_history
-from flagscale.patchset import PatchRequest, create_patch_sets
-from flagscale.workspace import find_workspace
+from flagscale.upstream.workspace import find_workspace
+from flagscale.vendor.history import load_history, record_history, write_history
+from flagscale.vendor.patchset import PatchRequest, create_patch_sets
 from tests.gitrepos import commit_all, run_git, snapshot, write_files
 from tests.vendor_workspace import (
     BACKEND,
@@ -244,8 +244,8 @@ def make_big_origin(
     """Upstream of ``files`` files, a base layer overriding ``layer`` of them, and a vendor set
     changing ``patched`` others (plus one FlagScale file), made with ``git diff --binary
     --full-index`` against the layered tree and written in the documented layout."""
-    from flagscale.patchset import PatchMetadata, dump_metadata
-    from flagscale.trees import export_tree, layered_tree
+    from flagscale.overlay.layered_trees import export_tree, layered_tree
+    from flagscale.vendor.patchset import PatchMetadata, dump_metadata
     from tests.gitrepos import make_workspace
 
     upstream = {f"pkg{i // 100:02d}/module_{i:04d}.py": module_text(i) for i in range(files)}

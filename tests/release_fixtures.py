@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flagscale import crypto
-from flagscale.history import HISTORY, dump_history
-from flagscale.patchset import PatchMetadata, dump_metadata
+from flagscale.vendor import crypto
+from flagscale.vendor.history import HISTORY, dump_history
+from flagscale.vendor.patchset import PatchMetadata, dump_metadata
 from tests.gitrepos import FileMap, commit_all, make_workspace, run_git, write_files
 
 BACKEND = "Megatron-LM"

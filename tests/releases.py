@@ -11,7 +11,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flagscale.workspace import ReleaseSource
+from flagscale.upstream.workspace import ReleaseSource
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Writing files all or nothing (flagscale/atomic.py), on real files."""
+"""Writing files all or nothing (flagscale/core/atomic.py), on real files."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flagscale.atomic import temporary_sibling, write_atomically
+from flagscale.core.atomic import temporary_sibling, write_atomically
 
 
 def mode_of(path: Path) -> int:

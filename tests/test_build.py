@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flagscale import crypto
-from flagscale.build import BuildRequest, build_devices
-from flagscale.buildcli import unpatch_device_command
-from flagscale.errors import FlagScaleError
-from flagscale.fingerprint import read_record
-from flagscale.workspace import find_workspace
+from flagscale.build.builder import BuildRequest, build_devices
+from flagscale.build.command import unpatch_device_command
+from flagscale.build.fingerprint import read_record
+from flagscale.core.errors import FlagScaleError
+from flagscale.upstream.workspace import find_workspace
+from flagscale.vendor import crypto
 from tests.build_fixtures import (
     BACKENDS,
     CONTACT,

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from flagscale.build import BuildRequest, build_devices
-from flagscale.buildlock import DeviceLock, clean_stale, replace_directory
-from flagscale.errors import FlagScaleError
-from flagscale.fingerprint import read_record
-from flagscale.workspace import find_workspace
+from flagscale.build.builder import BuildRequest, build_devices
+from flagscale.build.fingerprint import read_record
+from flagscale.build.lock import DeviceLock, clean_stale, replace_directory
+from flagscale.core.errors import FlagScaleError
+from flagscale.upstream.workspace import find_workspace
 from tests.build_fixtures import (
     DEVICE,
     BigOrigin,

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flagscale import signing
-from flagscale.bundle import (
+from flagscale.core.errors import FlagScaleError
+from flagscale.release import signing
+from flagscale.release.bundle import (
     MANIFEST,
     SIGNATURE,
     BundleError,
@@ -25,8 +26,7 @@ from flagscale.bundle import (
     open_verified_bundle,
     verify_bundle,
 )
-from flagscale.errors import FlagScaleError
-from flagscale.workspace import load_workspace
+from flagscale.upstream.workspace import load_workspace
 from tests.gitrepos import inv, run_git, write_files
 from tests.isolation import isolated_git
 from tests.release_fixtures import (
@@ -661,7 +661,7 @@ def test_build_from_bundle_refuses_a_clone_whose_sets_differ(tmp_path: Path) -> 
 
 
 def test_build_bundle_flags_that_do_not_go_together(tmp_path: Path) -> None:
-    from flagscale.buildcli import build_command
+    from flagscale.build.command import build_command
 
     with pytest.raises(FlagScaleError, match="--trust is only used with --bundle PATH"):
         build_command(["Metax_C550"], trust="k.pub", start=tmp_path)
@@ -670,7 +670,7 @@ def test_build_bundle_flags_that_do_not_go_together(tmp_path: Path) -> None:
 
 
 def test_build_from_bundle_takes_the_entry_from_the_bundles_history(tmp_path: Path) -> None:
-    from flagscale.buildcli import build_command
+    from flagscale.build.command import build_command
 
     rw, commits = standard_release(tmp_path)
     private, public = keypair(tmp_path)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flagscale.ci import (
+from flagscale.ci.main import (
     WORKFLOW,
     ci_devices,
     ci_key_paths,
@@ -22,10 +22,10 @@ from flagscale.ci import (
     session_name,
     validate_workspace,
 )
-from flagscale.errors import FlagScaleError
-from flagscale.patchset import PatchMetadata, dump_metadata
-from flagscale.schema import SchemaError, validate
-from flagscale.workspace import load_workspace
+from flagscale.core.errors import FlagScaleError
+from flagscale.core.schema import SchemaError, validate
+from flagscale.upstream.workspace import load_workspace
+from flagscale.vendor.patchset import PatchMetadata, dump_metadata
 from tests.build_fixtures import DEVICE as VENDOR_DEVICE
 from tests.build_fixtures import make_origin
 from tests.gitrepos import TOOL_ROOT, inv, make_repo, write_files

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flagscale.cli import spread_values
+from flagscale.core.cli import spread_values
 from tests.gitrepos import inv, make_workspace
 
 TASKS = ["build", "patch", "unpatch"]

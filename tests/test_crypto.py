@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flagscale import crypto
-from flagscale.crypto import (
+from flagscale.vendor import crypto
+from flagscale.vendor.crypto import (
     HEADER_SIZE,
     MAGIC,
     AuthenticationError,
@@ -194,7 +194,7 @@ def test_key_file_tolerates_crlf_comments_and_blank_lines(tmp_path: Path) -> Non
 
 def test_create_does_not_clobber_a_key_written_meanwhile(key_path: Path) -> None:
     # The no-clobber primitive load_or_create_key relies on, exercised directly.
-    from flagscale.keyfiles import write_secret_file
+    from flagscale.core.keyfiles import write_secret_file
 
     key_path.parent.mkdir(parents=True)
     write_key_file(key_path, f"flagscale-aes256-key v1\n{SECRET_B64}\n")

@@ -1,4 +1,4 @@
-"""The git wrapper's questions (flagscale/gitcli.py), on a real repository."""
+"""The git wrapper's questions (flagscale/core/gitcli.py), on a real repository."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flagscale.gitcli import commit_id
+from flagscale.core.gitcli import commit_id
 from tests.gitrepos import make_repo, run_git
 
 

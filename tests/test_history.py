@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from flagscale.errors import FlagScaleError
-from flagscale.history import (
+from flagscale.core.errors import FlagScaleError
+from flagscale.upstream.workspace import FLAGSCALE, load_workspace
+from flagscale.vendor.history import (
     HISTORY,
     HistoryEntry,
     check_history,
@@ -16,8 +17,7 @@ from flagscale.history import (
     record_history,
     resolve,
 )
-from flagscale.patchset import PatchRequest, create_patch_sets
-from flagscale.workspace import FLAGSCALE, load_workspace
+from flagscale.vendor.patchset import PatchRequest, create_patch_sets
 from tests.gitrepos import commit_all, inv, run_git, write_files
 from tests.vendor_workspace import BACKEND, VendorWorkspace, adapt_backend, make_vendor_workspace
 

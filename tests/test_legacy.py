@@ -16,12 +16,12 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from flagscale.build import BuildRequest, build_devices
-from flagscale.errors import FlagScaleError
-from flagscale.fingerprint import read_record
-from flagscale.legacy import parse_diff_yaml
-from flagscale.legacy_crypto import encrypt_legacy
-from flagscale.workspace import find_workspace
+from flagscale.build.builder import BuildRequest, build_devices
+from flagscale.build.fingerprint import read_record
+from flagscale.core.errors import FlagScaleError
+from flagscale.upstream.workspace import find_workspace
+from flagscale.vendor.legacy import parse_diff_yaml
+from flagscale.vendor.legacy_crypto import encrypt_legacy
 from tests.build_fixtures import clone_user, quiet
 from tests.gitrepos import Exec, commit_all, inv, make_workspace, run_git, snapshot, write_files
 

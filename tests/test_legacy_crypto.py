@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from flagscale.legacy_crypto import (
+from flagscale.vendor.legacy_crypto import (
     KeyFileError,
     LegacyDecryptionError,
     decrypt_legacy,

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from flagscale.errors import FlagScaleError
-from flagscale.matrix import build_matrix, render_table, run_matrix, write_outputs
-from flagscale.matrix_html import render_html
-from flagscale.schema import schema_for
-from flagscale.workspace import load_workspace
+from flagscale.core.errors import FlagScaleError
+from flagscale.core.schema import schema_for
+from flagscale.release.matrix import build_matrix, render_table, run_matrix, write_outputs
+from flagscale.release.matrix_html import render_html
+from flagscale.upstream.workspace import load_workspace
 from tests.gitrepos import commit_all, inv, run_git
 from tests.isolation import isolated_git
 from tests.release_fixtures import (
@@ -122,7 +122,7 @@ def test_key_path_opens_encrypted_sets(scenario: dict[str, Any], tmp_path: Path)
     secret = rows_by_key(document)[("Secret_E1", BACKEND)]
     assert secret["verdict"] == "clean"
 
-    from flagscale import crypto
+    from flagscale.vendor import crypto
 
     other, _ = crypto.load_or_create_key(tmp_path / "other.key")
     document = build_matrix(load_workspace(scenario["rw"].root), key_paths=[tmp_path / "other.key"])
@@ -316,7 +316,7 @@ def test_newest_history_commit_wins_across_tasks(tmp_path: Path) -> None:
     second = commit_all(rw.root, "second set")
     record_history(rw, {"Two_T1": {"train": {BACKEND: [first]}, "inference": {BACKEND: [second]}}})
     ws = load_workspace(rw.root)
-    from flagscale.committed import CommittedState
+    from flagscale.vendor.committed import CommittedState
 
     state = CommittedState(ws.root)
     assert state.patch_set("Two_T1", BACKEND).commit == second

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from flagscale.matrix import build_matrix, write_outputs
-from flagscale.workspace import load_workspace
+from flagscale.release.matrix import build_matrix, write_outputs
+from flagscale.upstream.workspace import load_workspace
 from tests.isolation import isolated_git
 from tests.release_fixtures import build_scenario
 

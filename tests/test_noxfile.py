@@ -41,8 +41,8 @@ def test_sessions_of_a_workspace_with_history(tmp_path: Path) -> None:
 
 
 def test_this_repositorys_sessions_match_the_ci_matrix() -> None:
-    from flagscale.ci import matrix
-    from flagscale.workspace import load_workspace
+    from flagscale.ci.main import matrix
+    from flagscale.upstream.workspace import load_workspace
 
     lines = nox_list(TOOL_ROOT / "noxfile.py")
     sessions = [line[2:].split(" -> ")[0] for line in lines]

@@ -1,4 +1,4 @@
-"""Laying and harvesting the base layer (flagscale.overlay, flagscale.harvest) on real repositories.
+"""Laying and harvesting the base layer (flagscale.overlay: unpatch, patch) on real repositories.
 
 Every test works on a real FlagScale superproject with a real git submodule. The edited
 third_party tree must come back byte for byte (modes and symlinks included) from a fresh clone
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from flagscale.errors import FlagScaleError
-from flagscale.harvest import patch
-from flagscale.laidrecord import backend_lock, state_paths
-from flagscale.overlay import unpatch
-from flagscale.workspace import find_workspace
+from flagscale.core.errors import FlagScaleError
+from flagscale.overlay.laid_record import backend_lock, state_paths
+from flagscale.overlay.patch import patch
+from flagscale.overlay.unpatch import unpatch
+from flagscale.upstream.workspace import find_workspace
 from tests.gitrepos import Exec, Link, commit_all, make_workspace, run_git, snapshot, write_files
 
 NAME = "Megatron-LM"
@@ -620,8 +620,8 @@ def _mutations(record: dict) -> list[object]:
 def test_fast_record_check_agrees_with_the_schema(workspace: Path) -> None:
     import json
 
-    from flagscale.laidrecord import well_formed
-    from flagscale.schema import SchemaError, validate
+    from flagscale.core.schema import SchemaError, validate
+    from flagscale.overlay.laid_record import well_formed
 
     lay(workspace, mode="copy")
     record = state_paths(find_workspace(workspace).state_dir, NAME).record
@@ -656,7 +656,7 @@ def test_killed_unpatch_is_finished_by_the_next_run(workspace: Path) -> None:
     bulk = {f"bulk/f{i:03}.py": f"v1 {i}\n" * 200 for i in range(300)}
     write_files(workspace / LAYER, bulk)
     lay(workspace, mode="copy")
-    script = "import sys; from flagscale.overlay import unpatch; unpatch(mode='copy')"
+    script = "import sys; from flagscale.overlay.unpatch import unpatch; unpatch(mode='copy')"
     record = state_paths(find_workspace(workspace).state_dir, NAME).record
 
     def start() -> subprocess.Popen[bytes]:

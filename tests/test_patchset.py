@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flagscale import trees
-from flagscale.errors import FlagScaleError
-from flagscale.patchset import (
+from flagscale.core.errors import FlagScaleError
+from flagscale.overlay import layered_trees
+from flagscale.upstream.workspace import FLAGSCALE, load_workspace
+from flagscale.vendor.patchset import (
     PatchRequest,
     create_patch_sets,
     load_patch_set,
     read_metadata,
 )
-from flagscale.workspace import FLAGSCALE, load_workspace
 from tests.gitrepos import inv, run_git, snapshot, write_files
 from tests.vendor_workspace import (
     BACKEND,
@@ -81,7 +81,7 @@ def vendor_view(checkout: Path, layer: Path) -> dict[str, tuple[str, bytes]]:
 
 
 def apply_to_export(ws, tree: str, patch: bytes, destination: Path) -> None:
-    trees.export_tree(ws, tree, destination)
+    layered_trees.export_tree(ws, tree, destination)
     subprocess.run(
         ["git", "apply", "--whitespace=nowarn", "-"],
         cwd=destination,
@@ -171,12 +171,14 @@ def test_patches_apply_to_the_layered_tree_and_give_the_vendor_tree(
         assert kind in backend_patch
     assert b"+line one\r\n" in backend_patch
     rebuilt = tmp_path / "rebuilt" / BACKEND
-    apply_to_export(ws, trees.layered_tree(ws, BACKEND, adapted.base), backend_patch, rebuilt)
+    apply_to_export(
+        ws, layered_trees.layered_tree(ws, BACKEND, adapted.base), backend_patch, rebuilt
+    )
     assert snapshot(rebuilt) == vendor_view(adapted.checkout, adapted.root / "backends" / BACKEND)
 
     flagscale_patch = load_patch_set(ws, DEVICE, FLAGSCALE).patches[0]
     rebuilt = tmp_path / "rebuilt" / FLAGSCALE
-    base_tree = trees.flagscale_tree(ws, adapted.base)
+    base_tree = layered_trees.flagscale_tree(ws, adapted.base)
     apply_to_export(ws, base_tree, flagscale_patch, rebuilt)
     expected = {
         path: entry

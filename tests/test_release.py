@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from flagscale.archive import read_archive
-from flagscale.errors import FlagScaleError
-from flagscale.release import (
+from flagscale.core.errors import FlagScaleError
+from flagscale.upstream.archive import read_archive
+from flagscale.upstream.release_import import (
     IMPORT_FORMAT,
     cache_path,
     fetch_artifact,
@@ -20,7 +20,7 @@ from flagscale.release import (
     install_release,
     release_ref,
 )
-from flagscale.workspace import ReleaseSource, load_workspace
+from flagscale.upstream.workspace import ReleaseSource, load_workspace
 from tests.gitrepos import TOOL_ROOT, declare_backends, inv, make_repo, run_git, snapshot
 from tests.releases import (
     SAMPLE,

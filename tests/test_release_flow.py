@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from flagscale import signing
-from flagscale.buildcli import build_command
-from flagscale.bundle import create_bundle, verify_bundle
-from flagscale.errors import FlagScaleError
-from flagscale.gitcli import git_ok
-from flagscale.matrix import build_matrix
-from flagscale.workspace import load_workspace
+from flagscale.build.command import build_command
+from flagscale.core.errors import FlagScaleError
+from flagscale.core.gitcli import git_ok
+from flagscale.release import signing
+from flagscale.release.bundle import create_bundle, verify_bundle
+from flagscale.release.matrix import build_matrix
+from flagscale.upstream.workspace import load_workspace
 from tests.build_fixtures import DEVICE, Origin, clone_user, make_origin, stat_signature
 from tests.gitrepos import inv, run_git, snapshot
 from tests.release_fixtures import Member, pack, unpack

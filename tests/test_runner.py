@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from flagscale.core.schema import validate
 from flagscale.runner.golden import load_golden
 from flagscale.runner.smoke import SmokeError, run_smoke, smoke_command
-from flagscale.schema import validate
 from tests.gitrepos import declare_backends, run_git
 from tests.smoke_fixtures import (
     DEVICE,

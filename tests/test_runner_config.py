@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flagscale.errors import FlagScaleError
+from flagscale.core.errors import FlagScaleError
+from flagscale.core.schema import SchemaError
 from flagscale.runner.config import DEFAULT_ENTRY, Tolerance, load_config
 from flagscale.runner.golden import Golden, compare, load_golden, write_golden
-from flagscale.schema import SchemaError
 from tests.gitrepos import TOOL_ROOT
 from tests.smoke_fixtures import case_document, write_case
 

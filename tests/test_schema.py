@@ -1,4 +1,4 @@
-"""Schema checks (flagscale/schema.py): errors, and remembering documents found valid."""
+"""Schema checks (flagscale/core/schema.py): errors, and remembering documents found valid."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from flagscale import schema
-from flagscale.schema import SchemaError, validate
+from flagscale.core import schema
+from flagscale.core.schema import SchemaError, validate
 from tests.gitrepos import TOOL_ROOT
 
 VALID = {"Metax_C550": "/builds/Metax_C550"}
@@ -27,7 +27,7 @@ def validate_in_a_new_process(data: object) -> bool:
     """Validate ``data`` against hetero-map in a new interpreter; True if it imported jsonschema."""
     script = (
         "import json, sys\n"
-        "from flagscale.schema import validate\n"
+        "from flagscale.core.schema import validate\n"
         "validate(json.loads(sys.argv[1]), 'hetero-map', 'build/hetero.json')\n"
         "print('jsonschema' in sys.modules)\n"
     )

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from flagscale.signing import (
+from flagscale.release.signing import (
     SIGNATURE_SIZE,
     BadSignatureError,
     KeyFileError,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from flagscale.errors import FlagScaleError
-from flagscale.release import cache_dir, import_release
-from flagscale.sync import ensure_checkout, ensure_pin, has_commit
-from flagscale.workspace import Workspace, load_workspace
+from flagscale.core.errors import FlagScaleError
+from flagscale.upstream.release_import import cache_dir, import_release
+from flagscale.upstream.sync import ensure_checkout, ensure_pin, has_commit
+from flagscale.upstream.workspace import Workspace, load_workspace
 from tests.gitrepos import (
     commit_all,
     declare_backends,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from flagscale import trees
-from flagscale.errors import FlagScaleError
-from flagscale.paths import UnsafePathError
-from flagscale.workspace import load_workspace
+from flagscale.core.errors import FlagScaleError
+from flagscale.core.paths import UnsafePathError
+from flagscale.overlay import layered_trees
+from flagscale.upstream.workspace import load_workspace
 from tests.gitrepos import commit_all, declare_backends, make_repo, run_git, write_files
 from tests.vendor_workspace import (
     BACKEND,
@@ -23,7 +23,9 @@ from tests.vendor_workspace import (
 
 def paths_of(ws, tree: str) -> dict[str, str]:
     """path → mode of every file in a scratch tree."""
-    return {e.path: e.mode for e in trees.tree_entries(trees.scratch_repo(ws), tree)}
+    return {
+        e.path: e.mode for e in layered_trees.tree_entries(layered_trees.scratch_repo(ws), tree)
+    }
 
 
 def file_hash(path: Path) -> str:
@@ -47,7 +49,7 @@ def vendor(tmp_path: Path):
 
 def test_scratch_repo_is_bare_with_alternates_and_reused(vendor) -> None:
     ws = load_workspace(vendor.root)
-    scratch = trees.scratch_repo(ws)
+    scratch = layered_trees.scratch_repo(ws)
     assert scratch == vendor.root / ".git" / "flagscale" / "scratch.git"
     assert run_git(scratch, "rev-parse", "--is-bare-repository") == "true"
     alternates = (scratch / "objects" / "info" / "alternates").read_text().splitlines()
@@ -57,7 +59,7 @@ def test_scratch_repo_is_bare_with_alternates_and_reused(vendor) -> None:
     ]
     marker = scratch / "marker"
     marker.write_text("kept")
-    assert trees.scratch_repo(ws) == scratch and marker.read_text() == "kept"
+    assert layered_trees.scratch_repo(ws) == scratch and marker.read_text() == "kept"
     assert not [p for p in scratch.parent.iterdir() if p.name.startswith(".scratch-")]
 
 
@@ -66,18 +68,20 @@ def test_flagscale_tree_drops_third_party_build_and_gitlinks(vendor) -> None:
     run_git(vendor.root, "add", "-f", "build/Metax_C550/x", "hardware")
     commit = commit_all(vendor.root, "with build and hardware")
     ws = load_workspace(vendor.root)
-    files = paths_of(ws, trees.flagscale_tree(ws, commit))
+    files = paths_of(ws, layered_trees.flagscale_tree(ws, commit))
     assert "hardware/Metax_C550/a" in files and "flagscale/train.py" in files
     assert not [p for p in files if p.startswith(("third_party", "build/"))]
     assert "160000" not in files.values()
-    without = paths_of(ws, trees.flagscale_tree(ws, commit, exclude=("third_party", "hardware")))
+    without = paths_of(
+        ws, layered_trees.flagscale_tree(ws, commit, exclude=("third_party", "hardware"))
+    )
     assert "build/Metax_C550/x" in without and "hardware/Metax_C550/a" not in without
 
 
 def test_layered_tree_is_pin_plus_layer_minus_deletions(vendor) -> None:
     ws = load_workspace(vendor.root)
-    scratch = trees.scratch_repo(ws)
-    layered = trees.layered_tree(ws, BACKEND, vendor.base)
+    scratch = layered_trees.scratch_repo(ws)
+    layered = layered_trees.layered_tree(ws, BACKEND, vendor.base)
     files = paths_of(ws, layered)
     pin = run_git(vendor.root, "ls-tree", vendor.base, f"third_party/{BACKEND}").split()[2]
     upstream = set(run_git(vendor.upstream, "ls-tree", "-r", "--name-only", pin).splitlines())
@@ -97,14 +101,14 @@ def test_layered_tree_deletes_folders_and_resolves_file_folder_clashes(vendor) -
     )
     commit = commit_all(vendor.root, "layer clashes")
     ws = load_workspace(vendor.root)
-    files = paths_of(ws, trees.layered_tree(ws, BACKEND, commit))
+    files = paths_of(ws, layered_trees.layered_tree(ws, BACKEND, commit))
     assert not [p for p in files if p.startswith(("megatron/core/", "tools/"))]
     assert "weights.bin/part0" in files and "weights.bin" not in files
 
 
 def test_layered_tree_uses_the_pin_recorded_at_that_commit(vendor) -> None:
     ws = load_workspace(vendor.root)
-    old_pin = trees.pin_at(ws, BACKEND, vendor.base)
+    old_pin = layered_trees.pin_at(ws, BACKEND, vendor.base)
     write_files(vendor.upstream, {"megatron/new_upstream.py": "NEW = 1\n"})
     new_pin = commit_all(vendor.upstream, "upstream moves on")
     checkout = vendor.root / "third_party" / BACKEND
@@ -112,12 +116,14 @@ def test_layered_tree_uses_the_pin_recorded_at_that_commit(vendor) -> None:
     run_git(checkout, "checkout", "-q", new_pin)
     run_git(vendor.root, "add", f"third_party/{BACKEND}")
     bumped = commit_all(vendor.root, "bump pin")
-    assert trees.pin_at(ws, BACKEND, bumped) == new_pin != old_pin
-    assert trees.pin_at(ws, BACKEND, vendor.base) == old_pin
+    assert layered_trees.pin_at(ws, BACKEND, bumped) == new_pin != old_pin
+    assert layered_trees.pin_at(ws, BACKEND, vendor.base) == old_pin
     assert "megatron/new_upstream.py" not in paths_of(
-        ws, trees.layered_tree(ws, BACKEND, vendor.base)
+        ws, layered_trees.layered_tree(ws, BACKEND, vendor.base)
     )
-    assert "megatron/new_upstream.py" in paths_of(ws, trees.layered_tree(ws, BACKEND, bumped))
+    assert "megatron/new_upstream.py" in paths_of(
+        ws, layered_trees.layered_tree(ws, BACKEND, bumped)
+    )
 
 
 def test_release_backend_pin_comes_from_the_declaration(tmp_path: Path) -> None:
@@ -136,8 +142,8 @@ def test_release_backend_pin_comes_from_the_declaration(tmp_path: Path) -> None:
     write_files(root, {"backends/vllm/vllm/extra.py": "E = 1\n"})
     commit = commit_all(root, "declare a release backend")
     ws = load_workspace(root)
-    assert trees.pin_at(ws, "vllm", commit) == pin
-    files = paths_of(ws, trees.layered_tree(ws, "vllm", commit))
+    assert layered_trees.pin_at(ws, "vllm", commit) == pin
+    files = paths_of(ws, layered_trees.layered_tree(ws, "vllm", commit))
     assert set(files) == {"vllm/__init__.py", "vllm/extra.py"}
 
 
@@ -155,7 +161,7 @@ def test_pin_not_fetched_names_the_unpatch_command_for_that_backend(tmp_path: Pa
     commit = commit_all(root, "declare an optional release backend, never fetched")
     ws = load_workspace(root)
     with pytest.raises(FlagScaleError) as caught:
-        trees.layered_tree(ws, "vllm", commit)
+        layered_trees.layered_tree(ws, "vllm", commit)
     message = str(caught.value)
     assert f"vllm: pin {'1' * 40} is not in third_party/vllm" in message
     assert "run `inv unpatch --backend vllm` to fetch it" in message
@@ -168,9 +174,9 @@ def test_pin_missing_at_commit_is_an_error_naming_backend_and_commit(vendor) -> 
     with pytest.raises(
         FlagScaleError, match=rf"{BACKEND}: FlagScale commit {first} records no pin"
     ):
-        trees.layered_tree(ws, BACKEND, first)
+        layered_trees.layered_tree(ws, BACKEND, first)
     with pytest.raises(FlagScaleError, match="--commit: commit 'no-such-ref' does not exist"):
-        trees.layered_tree(ws, BACKEND, "no-such-ref")
+        layered_trees.layered_tree(ws, BACKEND, "no-such-ref")
 
 
 def test_layer_path_escaping_its_tree_is_refused(vendor) -> None:
@@ -178,19 +184,21 @@ def test_layer_path_escaping_its_tree_is_refused(vendor) -> None:
     commit = commit_all(vendor.root, "bad deletion")
     ws = load_workspace(vendor.root)
     with pytest.raises(UnsafePathError, match=r"layer.yaml at .*: unsafe path '../x'"):
-        trees.layered_tree(ws, BACKEND, commit)
+        layered_trees.layered_tree(ws, BACKEND, commit)
 
 
 def test_untouched_overlay_work_tree_equals_layered_tree(vendor) -> None:
     ws = load_workspace(vendor.root)
-    assert trees.worktree_tree(ws, BACKEND) == trees.layered_tree(ws, BACKEND, vendor.base)
+    assert layered_trees.worktree_tree(ws, BACKEND) == layered_trees.layered_tree(
+        ws, BACKEND, vendor.base
+    )
 
 
 def test_worktree_tree_reads_edits_through_links_and_honours_gitignore(vendor) -> None:
     adapt_backend(vendor)
     ws = load_workspace(vendor.root)
-    scratch = trees.scratch_repo(ws)
-    tree = trees.worktree_tree(ws, BACKEND)
+    scratch = layered_trees.scratch_repo(ws)
+    tree = layered_trees.worktree_tree(ws, BACKEND)
     files = paths_of(ws, tree)
     assert files["patched_by_layer.py"] == "100644"  # an overlay link counts as its content
     assert files["megatron/flagscale_extra.py"] == "100644"
@@ -214,20 +222,22 @@ def test_worktree_tree_keeps_tracked_files_that_match_gitignore(tmp_path: Path) 
     run_git(vendor.root, "-C", str(checkout), "update-ref", "HEAD", "origin/main")
     run_git(vendor.root, "add", f"third_party/{BACKEND}")
     ws = load_workspace(vendor.root)
-    assert "kept.log" in paths_of(ws, trees.worktree_tree(ws, BACKEND))
+    assert "kept.log" in paths_of(ws, layered_trees.worktree_tree(ws, BACKEND))
 
 
 def test_dangling_overlay_link_counts_as_deleted(vendor) -> None:
     (vendor.root / "backends" / BACKEND / "megatron" / "flagscale_extra.py").unlink()
     ws = load_workspace(vendor.root)
-    assert "megatron/flagscale_extra.py" not in paths_of(ws, trees.worktree_tree(ws, BACKEND))
+    assert "megatron/flagscale_extra.py" not in paths_of(
+        ws, layered_trees.worktree_tree(ws, BACKEND)
+    )
 
 
 def test_worktree_tree_needs_a_checkout(vendor) -> None:
     run_git(vendor.root, "submodule", "deinit", "-q", "-f", f"third_party/{BACKEND}")
     ws = load_workspace(vendor.root)
     with pytest.raises(FlagScaleError, match=f"third_party/{BACKEND} is not checked out"):
-        trees.worktree_tree(ws, BACKEND)
+        layered_trees.worktree_tree(ws, BACKEND)
 
 
 def test_flagscale_worktree_tree_sees_all_uncommitted_work_and_excludes(vendor) -> None:
@@ -235,8 +245,8 @@ def test_flagscale_worktree_tree_sees_all_uncommitted_work_and_excludes(vendor) 
     write_files(vendor.root, {"hardware/Metax_C550/env.sh": "A=1\n", "build/x/y": "y\n"})
     write_files(vendor.root, {".gitignore": "/build/\n*.tmp\n", "scratch.tmp": "ignored\n"})
     ws = load_workspace(vendor.root)
-    scratch = trees.scratch_repo(ws)
-    tree = trees.flagscale_worktree_tree(ws)
+    scratch = layered_trees.scratch_repo(ws)
+    tree = layered_trees.flagscale_worktree_tree(ws)
     files = paths_of(ws, tree)
     assert {"flagscale/metax.py", "flagscale/notes é.md", "tools/x.txt"} <= set(files)
     assert not [p for p in files if p.startswith(("hardware/", "build/", "third_party"))]
@@ -263,19 +273,19 @@ def test_tree_functions_leave_user_repositories_untouched(vendor) -> None:
 
     before = state()
     ws = load_workspace(root)
-    trees.worktree_tree(ws, BACKEND)
-    trees.flagscale_worktree_tree(ws)
-    trees.layered_tree(ws, BACKEND, vendor.base)
+    layered_trees.worktree_tree(ws, BACKEND)
+    layered_trees.flagscale_worktree_tree(ws)
+    layered_trees.layered_tree(ws, BACKEND, vendor.base)
     assert state() == before
 
 
 def test_diff_is_the_same_bytes_whatever_the_user_configuration(vendor) -> None:
     adapt_backend(vendor)
     ws = load_workspace(vendor.root)
-    scratch = trees.scratch_repo(ws)
-    old = trees.layered_tree(ws, BACKEND, vendor.base)
-    new = trees.worktree_tree(ws, BACKEND)
-    plain = trees.diff_trees(scratch, old, new)
+    scratch = layered_trees.scratch_repo(ws)
+    old = layered_trees.layered_tree(ws, BACKEND, vendor.base)
+    new = layered_trees.worktree_tree(ws, BACKEND)
+    plain = layered_trees.diff_trees(scratch, old, new)
     hostile = {
         "diff.noprefix": "true",
         "diff.mnemonicPrefix": "true",
@@ -290,8 +300,8 @@ def test_diff_is_the_same_bytes_whatever_the_user_configuration(vendor) -> None:
     (vendor.root / "order").write_text("weights.bin\n*\n")
     for name, value in hostile.items():
         run_git(vendor.root, "config", "--global", name, value)
-    assert trees.diff_trees(scratch, old, new) == plain
-    assert trees.worktree_tree(ws, BACKEND) == new
+    assert layered_trees.diff_trees(scratch, old, new) == plain
+    assert layered_trees.worktree_tree(ws, BACKEND) == new
     assert b'diff --git "a/donn\\303\\251es du mod\\303\\250le.txt"' in plain
     assert b"GIT binary patch" in plain and b"\x1b[" not in plain
 
@@ -299,11 +309,13 @@ def test_diff_is_the_same_bytes_whatever_the_user_configuration(vendor) -> None:
 def test_changed_entries_lists_modes_of_both_sides(vendor) -> None:
     adapt_backend(vendor)
     ws = load_workspace(vendor.root)
-    scratch = trees.scratch_repo(ws)
+    scratch = layered_trees.scratch_repo(ws)
     changes = {
         after.path: (before.mode, after.mode)
-        for before, after in trees.changed_entries(
-            scratch, trees.layered_tree(ws, BACKEND, vendor.base), trees.worktree_tree(ws, BACKEND)
+        for before, after in layered_trees.changed_entries(
+            scratch,
+            layered_trees.layered_tree(ws, BACKEND, vendor.base),
+            layered_trees.worktree_tree(ws, BACKEND),
         )
     }
     assert changes["tools/setup.py"] == ("100644", "100755")
@@ -314,7 +326,7 @@ def test_changed_entries_lists_modes_of_both_sides(vendor) -> None:
 def test_export_tree_writes_plain_files_with_modes_and_links(vendor, tmp_path: Path) -> None:
     ws = load_workspace(vendor.root)
     destination = tmp_path / "export"
-    trees.export_tree(ws, trees.layered_tree(ws, BACKEND, vendor.base), destination)
+    layered_trees.export_tree(ws, layered_trees.layered_tree(ws, BACKEND, vendor.base), destination)
     assert (destination / "patched_by_layer.py").read_text() == "base = 'flagscale'\n"
     assert os.readlink(destination / "docs" / "link") == "../megatron/legacy.py"
     assert os.access(destination / "tools" / "run.sh", os.X_OK)
@@ -323,14 +335,16 @@ def test_export_tree_writes_plain_files_with_modes_and_links(vendor, tmp_path: P
 
 @pytest.mark.parametrize("mode", ["symlink", "copy"])
 def test_real_unpatch_gives_the_layered_tree(tmp_path: Path, mode: str) -> None:
-    from flagscale.overlay import unpatch
+    from flagscale.overlay.unpatch import unpatch
 
     vendor = make_vendor_workspace(tmp_path)
     run_git(vendor.root / "third_party" / BACKEND, "checkout", "-q", "--", ".")
     run_git(vendor.root / "third_party" / BACKEND, "clean", "-q", "-f")
     unpatch(vendor.root, [BACKEND], mode=mode)
     ws = load_workspace(vendor.root)
-    assert trees.worktree_tree(ws, BACKEND) == trees.layered_tree(ws, BACKEND, vendor.base)
+    assert layered_trees.worktree_tree(ws, BACKEND) == layered_trees.layered_tree(
+        ws, BACKEND, vendor.base
+    )
 
 
 def test_overlay_links_are_not_followed_out_of_the_layer(vendor, tmp_path: Path) -> None:
@@ -340,7 +354,7 @@ def test_overlay_links_are_not_followed_out_of_the_layer(vendor, tmp_path: Path)
     os.symlink(outside, vendor.root / "backends" / BACKEND / "out")
     os.symlink(f"../../backends/{BACKEND}/out/secret", vendor.checkout / "leak")
     ws = load_workspace(vendor.root)
-    tree = trees.worktree_tree(ws, BACKEND)
+    tree = layered_trees.worktree_tree(ws, BACKEND)
     assert paths_of(ws, tree)["leak"] == "120000"
-    blob = run_git(trees.scratch_repo(ws), "cat-file", "blob", f"{tree}:leak")
+    blob = run_git(layered_trees.scratch_repo(ws), "cat-file", "blob", f"{tree}:leak")
     assert blob == f"../../backends/{BACKEND}/out/secret"

@@ -8,8 +8,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flagscale.errors import FlagScaleError
-from flagscale.workspace import ReleaseSource, SubmoduleSource, find_workspace, load_workspace
+from flagscale.core.errors import FlagScaleError
+from flagscale.upstream.workspace import (
+    ReleaseSource,
+    SubmoduleSource,
+    find_workspace,
+    load_workspace,
+)
 from tests.gitrepos import TOOL_ROOT, declare_backends, make_repo, make_workspace, run_git
 
 RELEASE = {

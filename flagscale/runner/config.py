@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flagscale.paths import check_relative
-from flagscale.schema import SchemaError, load_document
+from flagscale.core.paths import check_relative
+from flagscale.core.schema import SchemaError, load_document
 
 __all__ = ["DEFAULT_ENTRY", "MonitorConfig", "SmokeConfig", "Tolerance", "load_config"]
 

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flagscale.atomic import write_atomically
-from flagscale.errors import FlagScaleError
+from flagscale.core.atomic import write_atomically
+from flagscale.core.errors import FlagScaleError
+from flagscale.core.schema import SchemaError, validate
 from flagscale.runner.config import Tolerance
-from flagscale.schema import SchemaError, validate
 
 __all__ = ["Divergence", "Golden", "compare", "golden_path", "load_golden", "write_golden"]
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from flagscale.errors import FlagScaleError
+from flagscale.core.errors import FlagScaleError
 
 __all__ = [
     "ENV_FILE",

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flagscale.errors import FlagScaleError
+from flagscale.core.errors import FlagScaleError
 from flagscale.runner.processes import Marker, stop_group_and_marked
 
 __all__ = [

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flagscale.atomic import write_atomically
-from flagscale.errors import FlagScaleError
+from flagscale.core.atomic import write_atomically
+from flagscale.core.errors import FlagScaleError
+from flagscale.core.schema import validate
 from flagscale.runner.golden import Golden
-from flagscale.schema import validate
 
 __all__ = ["PLOT_NAME", "RESULT_NAME", "json_losses", "plot_losses", "write_result"]
 

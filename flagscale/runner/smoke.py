@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flagscale.errors import FlagScaleError
-from flagscale.patchset import check_device_type
+from flagscale.core.errors import FlagScaleError
 from flagscale.runner import hooks
 from flagscale.runner.config import DEFAULT_ENTRY, SmokeConfig, load_config
 from flagscale.runner.golden import Golden, compare, golden_path, load_golden, write_golden
@@ -42,6 +41,7 @@ from flagscale.runner.monitor import (
 )
 from flagscale.runner.processes import Marker
 from flagscale.runner.results import PLOT_NAME, json_losses, plot_losses, write_result
+from flagscale.vendor.patchset import check_device_type
 
 __all__ = ["BUILD_RECORD", "SmokeError", "SmokeOutcome", "describe", "run_smoke", "smoke_command"]
 
@@ -519,7 +519,7 @@ def smoke_command(
     start: Path | None = None,
 ) -> SmokeOutcome:
     """``inv smoke``: paths relative to the current folder, else to the workspace root."""
-    from flagscale.workspace import find_workspace
+    from flagscale.upstream.workspace import find_workspace
 
     if not device_type:
         raise SmokeError("no --device given", hint="name a device type, e.g. --device Generic_CPU")

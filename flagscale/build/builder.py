@@ -1,0 +1,567 @@
+"""Isolated builds per device type: ``build/<Vendor_Model>/``, complete, plain files, atomic.
+
+For each device type: the history names a FlagScale commit (``flagscale.build.plan``); the patch
+sets stored there name the FlagScale base and each backend's pin. The build tree is FlagScale's
+files at the base with its FlagScale patch set, and ``third_party/<backend>/`` = the pin with the
+base layer and the backend's vendor patch set. All of it is assembled as git objects through
+temporary index files (``flagscale.build.assemble``), written out with one ``git checkout-index``
+beside the target and swapped in (``flagscale.build.lock``). A fingerprint of the inputs
+(``flagscale.build.fingerprint``) makes an unchanged rebuild a no-op.
+
+The user's work tree, branch, index and stash are never touched; decrypted patches live in
+memory and in the build's private staging folder only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flagscale import __version__
+from flagscale.core.atomic import write_atomically
+from flagscale.build.lock import (
+    DeviceLock,
+    clean_stale,
+    remove_tree,
+    replace_directory,
+    staging_path,
+)
+from flagscale.build.plan import GIT_SETS, BuildPlan, SetPlan, SetSource, plan_device, read_blobs
+from flagscale.build.assemble import Assembler, Component, PatchApplyError, PatchPiece
+from flagscale.core.errors import FlagScaleError
+from flagscale.build.fingerprint import (
+    RECORD_NAME,
+    STATE_NAME,
+    BuildRecord,
+    FolderState,
+    fingerprint_of,
+    read_record,
+    read_state,
+    record_bytes,
+    scan_folder,
+)
+from flagscale.core.gitcli import git
+from flagscale.core.progress import Progress
+from flagscale.core.schema import validate
+from flagscale.upstream.workspace import FLAGSCALE, Workspace
+
+__all__ = [
+    "BUILD_DIR",
+    "HETERO_MAP",
+    "BuildRequest",
+    "ConflictError",
+    "build_devices",
+    "build_root",
+]
+
+BUILD_DIR = "build"
+HETERO_MAP = "hetero.json"
+_ROOT_ONLY = ("third_party", "build")  # FlagScale's patch set may not reach into these
+
+
+class ConflictError(FlagScaleError):
+    """``--3way`` left conflicts; the files with markers are in ``build/<V_M>.conflicts/``."""
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What ``inv build`` / ``inv unpatch --device-type`` asks for."""
+
+    devices: tuple[str, ...]
+    task: str | None = None
+    commit: str | None = None
+    backends: tuple[str, ...] = ()
+    key_paths: tuple[Path, ...] = ()
+    three_way: bool = False
+    jobs: int | None = None
+    force: bool = False
+    report: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
+    source: SetSource = GIT_SETS  # where history and patch sets come from (git, or a bundle)
+
+
+def build_root(ws: Workspace) -> Path:
+    """Where build trees go: ``<workspace>/build``."""
+    return ws.root / BUILD_DIR
+
+
+def build_devices(ws: Workspace, request: BuildRequest) -> dict[str, Path]:
+    """Build (or find up to date) ``build/<V_M>`` for every requested device type.
+
+    Returns device type → build folder. With several device types, also writes
+    ``build/hetero.json``. Raises FlagScaleError (one line) on the first failure.
+    """
+    devices = list(dict.fromkeys(request.devices))
+    if not devices:
+        raise FlagScaleError(
+            "no --device given", hint="name a device type, e.g. --device Metax_C550"
+        )
+    plans = _plan_all(ws, devices, request)
+    root = build_root(ws)
+    pending = [plan for plan in plans if not _up_to_date(root, plan, request)]
+    if pending:
+        _scratch(ws)  # create the scratch repository once, before any thread needs it
+    _run_builds(ws, pending, request)
+    result = {plan.device_type: root / plan.device_type for plan in plans}
+    if len(devices) > 1:
+        _write_hetero_map(root, result, request)
+    return result
+
+
+# --- planning ---------------------------------------------------------------------------------
+
+
+def _plan_all(ws: Workspace, devices: list[str], request: BuildRequest) -> list[BuildPlan]:
+    """One plan per device; several devices share a FlagScale commit where the history allows."""
+    commit = request.commit
+    if len(devices) > 1 and commit is None:
+        commit = _common_history_commit(ws, devices, request)
+    plans = [
+        plan_device(
+            ws,
+            device,
+            task=request.task,
+            commit=commit,
+            backends=request.backends,
+            three_way=request.three_way,
+            source=request.source,
+        )
+        for device in devices
+    ]
+    if len(plans) > 1:
+        _report_bases(plans, request)
+    return plans
+
+
+def _common_history_commit(ws: Workspace, devices: list[str], request: BuildRequest) -> str | None:
+    """The newest history commit that holds patch sets for every device type, if any."""
+    choices = [request.source.choose(ws, d, request.task, None, request.backends) for d in devices]
+    shared = [c for c in choices[0].commits if all(c in other.commits for other in choices[1:])]
+    if not shared:
+        return None
+    newest = shared[-1]
+    behind = [c.device_type for c in choices if c.commit != newest]
+    if behind:
+        request.report(
+            f"note: building {', '.join(devices)} from FlagScale commit {newest[:12]}, the newest"
+            f" history entry they share ({', '.join(behind)} also has newer patch sets; build it"
+            " alone to use them)"
+        )
+    return newest
+
+
+def _report_bases(plans: list[BuildPlan], request: BuildRequest) -> None:
+    bases = {plan.flagscale_base for plan in plans}
+    if len(bases) > 1:
+        listed = ", ".join(f"{p.device_type} at {p.flagscale_base[:12]}" for p in plans)
+        request.report(
+            f"note: the device types are built from different FlagScale bases ({listed}):"
+            " their history entries share no commit"
+        )
+
+
+# --- deciding whether to build ----------------------------------------------------------------
+
+
+def _up_to_date(root: Path, plan: BuildPlan, request: BuildRequest) -> bool:
+    """True when ``build/<V_M>`` holds exactly this plan's build, untouched since."""
+    target = root / plan.device_type
+    if not target.exists():
+        return False
+    record = read_record(target)
+    if record is None:
+        if request.force:
+            return False
+        raise FlagScaleError(
+            f"{_shown(target)} exists but was not made by inv build (no {RECORD_NAME})",
+            hint="move it away, or rerun with --force to replace it (its files are saved to"
+            f" {_shown(_edits_path(target))} first)",
+        )
+    changed = _hand_changes(target)
+    if changed:
+        if request.force:
+            return False
+        raise FlagScaleError(
+            f"{_shown(target)} was changed since it was built ({'; '.join(changed)}):"
+            " rebuilding would lose those edits",
+            hint=f"rerun with --force to save them to {_shown(_edits_path(target))} and rebuild",
+        )
+    if record.fingerprint == fingerprint_of(plan.inputs()):
+        request.report(f"{_shown(target)}: up to date ({plan.device_type} at {_where(plan)})")
+        return True
+    return False
+
+
+def _hand_changes(target: Path, limit: int = 3) -> list[str]:
+    """Files under ``target`` changed since the build wrote them (first ``limit``)."""
+    recorded = read_state(target)
+    if recorded is None:
+        return [f"its {STATE_NAME} is missing or damaged"]
+    return recorded.differences(scan_folder(target), limit)
+
+
+def _where(plan: BuildPlan) -> str:
+    return f"FlagScale {plan.flagscale_base[:12]}, patch sets of {plan.choice.commit[:12]}"
+
+
+def _shown(path: Path) -> str:
+    """A path under build/ as users know it (``build/Metax_C550``), others as given."""
+    parts = path.parts
+    if BUILD_DIR in parts:
+        return "/".join(parts[len(parts) - parts[::-1].index(BUILD_DIR) - 1 :])
+    return str(path)
+
+
+def _edits_path(target: Path) -> Path:
+    return target.with_name(f"{target.name}.edits.patch")
+
+
+# --- running builds ---------------------------------------------------------------------------
+
+
+def _scratch(ws: Workspace) -> Path:
+    from flagscale.overlay.layered_trees import scratch_repo
+
+    return scratch_repo(ws)
+
+
+def _run_builds(ws: Workspace, plans: list[BuildPlan], request: BuildRequest) -> None:
+    """Prepare the base trees one plan at a time (checkouts, fetches), then build in parallel."""
+    if not plans:
+        return
+    cache: dict[tuple[str, str, bool], str] = {}
+    bases = [_base_trees(ws, plan, cache) for plan in plans]
+    jobs = request.jobs or min(len(plans), os.cpu_count() or 1)
+    if jobs <= 1 or len(plans) == 1:
+        for plan, trees in zip(plans, bases, strict=True):
+            _build_one(ws, plan, trees, request)
+        return
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [
+            pool.submit(_build_one, ws, plan, trees, request)
+            for plan, trees in zip(plans, bases, strict=True)
+        ]
+        errors = [f.exception() for f in futures]
+    failures = [e for e in errors if e is not None]
+    for extra in failures[1:]:
+        print(f"error: {extra}", file=sys.stderr)
+    if failures:
+        raise failures[0]
+
+
+def _build_one(
+    ws: Workspace, plan: BuildPlan, bases: dict[str, str], request: BuildRequest
+) -> Path:
+    """Build one device type under its lock, beside the target, and swap it in."""
+    root = build_root(ws)
+    target = root / plan.device_type
+    progress = Progress(f"build {plan.device_type}", total=4)
+    with DeviceLock(root, plan.device_type):
+        clean_stale(root, plan.device_type)
+        if _up_to_date(root, plan, request):  # someone built it while we waited
+            return target
+        container = staging_path(root, plan.device_type)
+        container.mkdir(parents=True)
+        try:
+            progress.step(f"reading patch sets at {plan.choice.commit[:12]}")
+            assembler = Assembler(_scratch(ws), container / "git")
+            components = _components(ws, plan, bases, request)
+            progress.step("applying patch sets")
+            tree = _assemble(root, plan, components, assembler)
+            progress.step(f"writing {_shown(target)}")
+            staged = container / "tree"
+            assembler.write_out(tree, staged)
+            if target.exists():
+                _save_edits(target, tree, assembler, request)
+            _write_record(staged, plan, tree)
+            remove_tree(container / "git")
+            progress.step("swapping in")
+            replace_directory(staged, target)
+        finally:
+            remove_tree(container)
+        remove_tree(_conflicts_path(target))
+    progress.finish(f"built {_shown(target)} ({_where(plan)})")
+    return target
+
+
+def _write_record(staged: Path, plan: BuildPlan, tree: str) -> None:
+    inputs = plan.inputs()
+    record = BuildRecord(
+        device_type=plan.device_type,
+        fingerprint=fingerprint_of(inputs),
+        tree=tree,
+        inputs=inputs,
+        tool_version=__version__,
+    )
+    (staged / RECORD_NAME).write_bytes(record_bytes(record))
+    (staged / STATE_NAME).write_bytes(scan_folder(staged).to_bytes())
+
+
+# --- components: what gets patched where -----------------------------------------------------
+
+
+def _components(
+    ws: Workspace, plan: BuildPlan, bases: dict[str, str], request: BuildRequest
+) -> list[Component]:
+    """Each part of the tree with its base tree and its (decrypted) patch pieces."""
+    files = [f for s in plan.sets.values() for f in s.files]
+    blobs = read_blobs(ws, [f.blob for f in files if f.data is None])
+    keys = _KeyRing(request.key_paths)
+    components = []
+    for name in [FLAGSCALE, *plan.backends]:
+        patch_set = plan.sets.get(name)
+        components.append(
+            Component(
+                name=name,
+                prefix="" if name == FLAGSCALE else f"third_party/{name}",
+                base_tree=bases[name],
+                pieces=_pieces(patch_set, blobs, keys),
+                whitespace_fix=bool(patch_set and patch_set.whitespace_fix),
+            )
+        )
+    return components
+
+
+def _base_trees(
+    ws: Workspace, plan: BuildPlan, cache: dict[tuple[str, str, bool], str]
+) -> dict[str, str]:
+    """name → the tree its patches apply to: FlagScale at the base; pin + base layer (or the
+    bare pin, for sets in FlagScale's older layout) for each backend."""
+    from flagscale.overlay.layered_trees import flagscale_tree, layered_tree
+
+    key = (FLAGSCALE, plan.flagscale_base, False)
+    if key not in cache:
+        cache[key] = flagscale_tree(ws, plan.flagscale_base)
+    trees = {FLAGSCALE: cache[key]}
+    for name in plan.backends:
+        patch_set = plan.sets.get(name)
+        with_layer = patch_set is None or patch_set.apply_layer
+        pin = plan.pins[name]
+        key = (name, plan.flagscale_base if with_layer else pin, with_layer)
+        if key not in cache:
+            _ensure_pin(ws, name, pin, plan.flagscale_base)
+            cache[key] = (
+                layered_tree(ws, name, plan.flagscale_base) if with_layer else _pin_tree(ws, pin)
+            )
+        trees[name] = cache[key]
+    return trees
+
+
+def _pin_tree(ws: Workspace, pin: str) -> str:
+    scratch = _scratch(ws)
+    found = git(["--git-dir", str(scratch), "rev-parse", f"{pin}^{{tree}}"], scratch)
+    return found.decode().strip()
+
+
+def _ensure_pin(ws: Workspace, name: str, pin: str, declared_at: str) -> None:
+    """Make sure ``third_party/<name>`` holds ``pin`` (fetched or imported only if missing)."""
+    from flagscale.upstream.sync import ensure_pin
+
+    ensure_pin(ws, ws.backend(name), pin, declared_at=declared_at)
+
+
+def _pieces(
+    patch_set: SetPlan | None, blobs: dict[str, bytes], keys: _KeyRing
+) -> tuple[PatchPiece, ...]:
+    """The set's patch files, checked against their recorded sha256 and decrypted, in order."""
+    if patch_set is None:
+        return ()
+    pieces = []
+    for stored in patch_set.files:
+        data = stored.data if stored.data is not None else blobs[stored.blob]
+        if stored.sha256 and hashlib.sha256(data).hexdigest() != stored.sha256:
+            raise FlagScaleError(
+                f"{stored.path}: its sha256 does not match {patch_set.source}: the file was"
+                " changed after the patch set was made",
+                hint="restore it from git, or ask the vendor for the patch set",
+            )
+        if stored.encrypted:
+            data = keys.decrypt(patch_set, stored.path, stored.name, stored.scheme, data)
+        pieces.append(PatchPiece(label=stored.path, text=data))
+    return tuple(pieces)
+
+
+class _KeyRing:
+    """The ``--key-path`` files, loaded on demand and matched to a set by its key id."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(dict.fromkeys(Path(p) for p in paths))
+        self._keys: dict[Path, bytes] = {}
+
+    def decrypt(
+        self, patch_set: SetPlan, path: str, name: str, scheme: str | None, data: bytes
+    ) -> bytes:
+        if not self.paths:
+            expected = f" with key {patch_set.key_id}" if patch_set.key_id else ""
+            contact = f"ask {patch_set.contact} for it" if patch_set.contact else "ask the vendor"
+            raise FlagScaleError(
+                f"{path} is encrypted{expected}: no --key-path given",
+                hint=f"{contact}, then pass --key-path <key file>",
+            )
+        if scheme == "legacy":
+            return self._decrypt_legacy(path, data)
+        from flagscale.vendor import crypto
+
+        key, label = self._fsenc_key(patch_set)
+        return crypto.decrypt_file_bytes(data, key, name=name, source=path, key_label=label)
+
+    def _fsenc_key(self, patch_set: SetPlan) -> tuple[bytes, str]:
+        from flagscale.vendor import crypto
+
+        loaded: list[tuple[bytes, str]] = []
+        failure: FlagScaleError | None = None
+        for path in self.paths:
+            try:
+                key = self._keys.get(path) or crypto.load_key(
+                    path, contact=patch_set.contact or None
+                )
+            except FlagScaleError as exc:
+                failure = failure or exc
+                continue
+            self._keys[path] = key
+            if crypto.key_id(key) == patch_set.key_id:
+                return key, str(path)
+            loaded.append((key, str(path)))
+        if loaded:
+            return loaded[0]  # the wrong key: decryption names the expected one
+        assert failure is not None
+        raise failure
+
+    def _decrypt_legacy(self, path: str, data: bytes) -> bytes:
+        from flagscale.vendor.legacy_crypto import decrypt_legacy
+
+        failure: FlagScaleError | None = None
+        for key_path in self.paths:
+            try:
+                return decrypt_legacy(data, key_path, source=path)
+            except FlagScaleError as exc:
+                failure = failure or exc
+        assert failure is not None
+        raise failure
+
+
+# --- applying ---------------------------------------------------------------------------------
+
+
+def _assemble(
+    root: Path, plan: BuildPlan, components: list[Component], assembler: Assembler
+) -> str:
+    """The whole build tree's id; with ``--3way``, conflicts go to ``build/<V_M>.conflicts/``."""
+    trees: dict[str, str] = {}
+    conflicts: list[tuple[Component, PatchApplyError]] = []
+    for component in components:
+        _check_reach(component)
+        try:
+            trees[component.prefix] = assembler.patched_tree(component, three_way=plan.three_way)
+        except PatchApplyError as exc:
+            if not plan.three_way:
+                raise
+            conflicts.append((component, exc))
+    if conflicts:
+        _leave_conflicts(root, plan, conflicts, assembler)
+    parts = {prefix: tree for prefix, tree in trees.items() if prefix}
+    return assembler.combined_tree(trees[""], parts)
+
+
+def _check_reach(component: Component) -> None:
+    """FlagScale's patch set may not write where the backends or builds go."""
+    if component.prefix or not component.pieces:
+        return
+    for piece in component.pieces:
+        for line in piece.text.split(b"\n"):
+            if not line.startswith(b"diff --git "):
+                continue
+            names = line[len(b"diff --git ") :].decode("utf-8", "surrogateescape")
+            for folder in _ROOT_ONLY:
+                if f"a/{folder}/" in names or f"b/{folder}/" in names:
+                    raise FlagScaleError(
+                        f"{piece.label}: changes {folder}/, which FlagScale's own patch set may"
+                        " not touch (backends get their own patch sets)",
+                        hint="ask the vendor to regenerate the patch set",
+                    )
+
+
+def _conflicts_path(target: Path) -> Path:
+    return target.with_name(f"{target.name}.conflicts")
+
+
+def _leave_conflicts(
+    root: Path,
+    plan: BuildPlan,
+    failures: list[tuple[Component, PatchApplyError]],
+    assembler: Assembler,
+) -> None:
+    """Write the 3-way merge results of the failed components and report their conflicts."""
+    target = _conflicts_path(root / plan.device_type)
+    staging = staging_path(root, plan.device_type, "conflicts-tmp")
+    conflicted: list[str] = []
+    try:
+        for component, error in failures:
+            where = staging / component.prefix if component.prefix else staging
+            paths = assembler.three_way(component, where)
+            if not paths:
+                raise error
+            prefix = f"{component.prefix}/" if component.prefix else ""
+            conflicted += [f"{prefix}{path}" for path in paths]
+        replace_directory(staging, target)
+    finally:
+        remove_tree(staging)
+    shown = ", ".join(conflicted[:5]) + (
+        f" and {len(conflicted) - 5} more" if len(conflicted) > 5 else ""
+    )
+    raise ConflictError(
+        f"{plan.device_type}: the patch sets conflict with their base in {len(conflicted)}"
+        f" file(s): {shown}; the files with conflict markers are in {_shown(target)}/",
+        hint=f"inspect them; {_shown(root / plan.device_type)} was left as it was",
+    )
+
+
+# --- saving hand edits ------------------------------------------------------------------------
+
+
+def _save_edits(target: Path, tree: str, assembler: Assembler, request: BuildRequest) -> None:
+    """Before ``--force`` replaces a changed build, save its changes as a patch file."""
+    record = read_record(target)
+    if record is not None:
+        recorded = read_state(target)
+        current = scan_folder(target)
+        if recorded is not None and not recorded.differences(current, 1):
+            return
+        paths = _changed_paths(recorded, current) if recorded is not None else None
+    else:
+        paths = None
+    patch = assembler.diff_folder(tree, target, paths)
+    if not patch:
+        return
+    edits = _edits_path(target)
+    write_atomically(edits, patch, mode=0o600)
+    request.report(
+        f"saved the changes made in {_shown(target)} to {_shown(edits)}"
+        f" (to restore them: git apply --directory={_shown(target)} {_shown(edits)})"
+    )
+
+
+def _changed_paths(recorded: FolderState, current: FolderState) -> list[str]:
+    return [line[2:] for line in recorded.differences(current, limit=1 << 30)]
+
+
+# --- the heterogeneous map --------------------------------------------------------------------
+
+
+def _write_hetero_map(root: Path, folders: dict[str, Path], request: BuildRequest) -> None:
+    """``build/hetero.json``: device type → absolute build folder, for heterogeneous training."""
+    data = {device: str(path.resolve()) for device, path in sorted(folders.items())}
+    validate(data, "hetero-map", f"{BUILD_DIR}/{HETERO_MAP}")
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    path = root / HETERO_MAP
+    with DeviceLock(root, "hetero"):
+        clean_stale(root, "hetero")  # a temporary file of a killed writer
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            return
+        write_atomically(path, text.encode())
+    request.report(f"wrote {_shown(path)}")

@@ -1,0 +1,121 @@
+"""The command-line side of builds: ``inv build`` and ``inv unpatch --device-type``.
+
+Kept out of ``tasks.py`` so the tasks stay one library call each and tests reach everything.
+Importing this module is cheap (``inv --list`` does it); the build machinery loads on use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invoke.tasks import Task
+
+from flagscale.core.errors import FlagScaleError
+
+if TYPE_CHECKING:
+    from flagscale.build.plan import SetSource
+
+__all__ = ["BuildTask", "build_command", "unpatch_device_command"]
+
+
+class BuildTask(Task):
+    """An invoke task whose ``three_way`` flag is also spelled ``--3way``, as git spells it."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        if name == "three_way":
+            opts["names"] = ["3way", "three-way"]
+        return opts
+
+
+def build_command(
+    devices: Sequence[str],
+    *,
+    task: str | None = None,
+    commit: str | None = None,
+    key_paths: Sequence[str] = (),
+    backends: Sequence[str] = (),
+    three_way: bool = False,
+    jobs: int = 0,
+    force: bool = False,
+    start: Path | None = None,
+    bundle: str | None = None,
+    trust: str | None = None,
+    source: SetSource | None = None,
+) -> dict[str, Path]:
+    """``inv build --device V_M ...``: build the device types' trees in the workspace.
+
+    With ``bundle`` the release bundle is verified against ``trust`` first and the build uses
+    its patch sets (``flagscale.release.bundle.build_from_bundle``, which passes them on as ``source``;
+    default: the history commit's git objects).
+    """
+    from flagscale.build.builder import BuildRequest, build_devices
+    from flagscale.build.plan import GIT_SETS
+    from flagscale.upstream.workspace import find_workspace
+
+    if bundle or trust:
+        from flagscale.release.bundle import build_from_bundle
+
+        if not bundle:
+            raise FlagScaleError("--trust is only used with --bundle PATH")
+        options = dict(task=task, commit=commit, key_paths=key_paths, backends=backends)
+        options.update(three_way=three_way, jobs=jobs, force=force, start=start)
+        return build_from_bundle(list(devices), bundle, trust, **options)
+
+    if jobs < 0:
+        raise FlagScaleError(f"--jobs {jobs}: must be 0 (automatic) or more")
+    ws = find_workspace(start)
+    request = BuildRequest(
+        devices=tuple(devices),
+        task=task or None,
+        commit=commit or None,
+        backends=tuple(backends),
+        key_paths=tuple(Path(p).expanduser() for p in key_paths),
+        three_way=three_way,
+        jobs=jobs or None,
+        force=force,
+        source=source or GIT_SETS,
+    )
+    return build_devices(ws, request)
+
+
+def unpatch_device_command(
+    device_type: str,
+    *,
+    task: Sequence[str] | str | None,
+    backends: Sequence[str],
+    commit: str | None = None,
+    key_paths: Sequence[str] = (),
+    three_way: bool = False,
+    force: bool = False,
+    start: Path | None = None,
+) -> Path:
+    """``inv unpatch --device-type V_M --task T --backend B ...`` (FlagScale's older spelling).
+
+    Builds ``build/<V_M>/`` exactly like ``inv build --device V_M``; the workspace itself is not
+    changed. Several tasks are allowed as in the older tool: the first with patch sets is used.
+    """
+    tasks = [task] if isinstance(task, str) else list(task or [])
+    failure: FlagScaleError | None = None
+    for name in tasks or [None]:
+        try:
+            built = build_command(
+                [device_type],
+                task=name,
+                commit=commit,
+                key_paths=key_paths,
+                backends=backends,
+                three_way=three_way,
+                force=force,
+                start=start,
+            )
+        except FlagScaleError as exc:
+            if len(tasks) < 2 or "has no entry" not in str(exc):
+                raise
+            failure = failure or exc
+            continue
+        return built[device_type]
+    assert failure is not None
+    raise failure

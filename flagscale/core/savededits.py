@@ -1,0 +1,67 @@
+"""Saving a user's edits as a binary git patch before a forced command discards them.
+
+The patch is ``git diff-tree -p --binary --full-index`` between two tree objects built with a
+temporary index (never the user's), so ``git apply <file>`` in the same repository restores the
+edits byte for byte: modes, symlinks, binary files, deletions and additions included.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from flagscale.core.atomic import write_atomically
+from flagscale.core.gitcli import git
+
+__all__ = ["save_tree_diff", "saved_patch_path", "tree_from_entries", "write_blobs"]
+
+
+def saved_patch_path(folder: Path, label: str) -> Path:
+    """A new, timestamped file name under ``folder`` for a saved patch."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    candidate = folder / f"{label}-{stamp}.patch"
+    counter = 2
+    while candidate.exists():
+        candidate = folder / f"{label}-{stamp}-{counter}.patch"
+        counter += 1
+    return candidate
+
+
+def save_tree_diff(repo: Path, old_tree: str, new_tree: str, destination: Path) -> Path:
+    """Write the binary diff from ``old_tree`` to ``new_tree`` of ``repo`` to ``destination``."""
+    data = git(
+        ["diff-tree", "-p", "--binary", "--full-index", "--no-renames", old_tree, new_tree], repo
+    )
+    return write_atomically(destination, data)
+
+
+def write_blobs(repo: Path, files: list[Path]) -> list[str]:
+    """Store each file's raw bytes (symlinks: their target) as blobs; return the ids."""
+    plain = [f for f in files if not f.is_symlink()]
+    ids: dict[Path, str] = {}
+    if plain:
+        stdin = b"".join(os.fsencode(f) + b"\n" for f in plain)
+        out = git(["hash-object", "-w", "--no-filters", "--stdin-paths"], repo, stdin=stdin)
+        ids.update(zip(plain, out.decode().split(), strict=True))
+    for link in (f for f in files if f.is_symlink()):
+        target = os.fsencode(os.readlink(link))
+        ids[link] = git(["hash-object", "-w", "--stdin"], repo, stdin=target).decode().strip()
+    return [ids[f] for f in files]
+
+
+def tree_from_entries(repo: Path, entries: dict[str, tuple[str, str]], index_file: Path) -> str:
+    """A tree object holding ``entries`` (path → (mode, blob id)), built in ``index_file``."""
+    env = {"GIT_INDEX_FILE": str(index_file)}
+    index_file.unlink(missing_ok=True)
+    git(["read-tree", "--empty"], repo, env=env)
+    lines = b"".join(
+        f"{mode} {oid}".encode() + b"\t" + path.encode("utf-8", "surrogateescape") + b"\0"
+        for path, (mode, oid) in sorted(entries.items())
+    )
+    if lines:
+        git(["update-index", "-z", "--index-info"], repo, stdin=lines, env=env)
+    tree = git(["write-tree"], repo, env=env).decode().strip()
+    index_file.unlink(missing_ok=True)
+    return tree

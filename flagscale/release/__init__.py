@@ -1,0 +1,1 @@
+"""Releases: signed bundles of patch sets, and the compatibility matrix."""

@@ -1,0 +1,395 @@
+"""The compatibility matrix: does every vendor patch set still apply, and did its smoke job pass?
+
+For every device type × backend in the committed history the matrix answers three questions:
+
+* on its base — does the patch set apply to the tree it was made against (the backend's pin plus
+  base layer at the FlagScale commit its metadata records)?
+* on current pins — does it still apply to today's tree (the pin and base layer at HEAD)? A set
+  that applies on its base but not here has *drifted*: a pin bump or a base-layer change broke it.
+* last smoke — the newest smoke-job result recorded for the device type, if any.
+
+Only patches are checked, never full builds: each tree is read once into a throw-away index
+(``GIT_INDEX_FILE``) in the scratch repository, and each set is checked against it with
+``git apply --check --cached``. No work tree is checked out or touched. docs/matrix.md has the
+user's side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+from flagscale.core.atomic import write_atomically
+from flagscale.core.errors import FlagScaleError
+from flagscale.core.progress import Progress
+from flagscale.core.schema import validate
+from flagscale.overlay import layered_trees
+from flagscale.release.matrix_html import render_html
+from flagscale.runner.latest_results import DEFAULT_RESULTS, SmokeResult, latest_smoke_results
+from flagscale.upstream.workspace import FLAGSCALE, Workspace, find_workspace
+from flagscale.vendor import crypto
+from flagscale.vendor.committed import CommittedPatchSet, CommittedState
+from flagscale.vendor.patchset import encryption_name
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "VERDICTS",
+    "build_matrix",
+    "matrix_command",
+    "render_table",
+    "run_matrix",
+    "write_outputs",
+]
+
+SCHEMA_VERSION = 1
+VERDICTS = ("clean", "drifting", "conflicting", "unknown")
+APPLIES, CONFLICTS, UNKNOWN, ERROR = "applies", "conflicts", "unknown", "error"
+
+
+@dataclass(frozen=True)
+class Check:
+    """The answer to "does the set apply on this tree?": a status, a short reason, git's words."""
+
+    status: str
+    reason: str = ""
+    detail: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        """The check as the matrix JSON stores it."""
+        return {"status": self.status, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass
+class _Keys:
+    """Decryption keys given with --key-path, found by the key id in an encrypted file's header."""
+
+    by_id: dict[str, tuple[bytes, Path]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, paths: list[Path]) -> _Keys:
+        keys = cls()
+        for path in paths:
+            key = crypto.load_key(Path(path))
+            keys.by_id[crypto.key_id(key)] = (key, Path(path))
+        return keys
+
+
+# --- building the matrix -----------------------------------------------------------------------
+
+
+def build_matrix(
+    ws: Workspace,
+    *,
+    results_dir: Path | None = None,
+    key_paths: list[Path] | None = None,
+    ref: str = "HEAD",
+) -> dict[str, Any]:
+    """The matrix document (schema ``matrix``) for the history committed at ``ref``."""
+    state = CommittedState(ws.root, ref)
+    keys = _Keys.load(list(key_paths or []))
+    patch_sets = [
+        state.patch_set(device, backend)
+        for device in sorted(state.history)
+        for backend in state.backends(device)
+    ]
+    # A backend the workspace does not declare gets no pin; its rows say why they fail.
+    backends = sorted({p.backend for p in patch_sets if p.backend in ws.backends})
+    pins = state.head.pins(backends)
+    smoke = latest_smoke_results(results_dir) if results_dir else {}
+    progress = Progress("matrix", total=len(patch_sets))
+    head = state.head.commit
+    checks: dict[int, tuple[Check, Check]] = {}
+    with _TreeIndexes(ws) as indexes:
+        for patch_set in patch_sets:  # each tree is built once, here, before the checks start
+            indexes.prepare(patch_set.backend, patch_set.flagscale_base, head)
+        with ThreadPoolExecutor(max_workers=_workers()) as pool:
+            futures = {
+                pool.submit(_checks, indexes, _plain_patch(p, keys), p, head): p for p in patch_sets
+            }
+            for future in as_completed(futures):
+                patch_set = futures[future]
+                progress.step(f"{patch_set.device_type} {patch_set.backend}")
+                checks[id(patch_set)] = future.result()
+    rows = [_row(pins, p, *checks[id(p)], smoke) for p in patch_sets]
+    progress.finish(f"checked {len(rows)} patch sets")
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "flagscale_commit": state.head.commit,
+        "pins": pins,
+        "results_dir": str(results_dir) if results_dir else None,
+        "rows": rows,
+        "summary": {verdict: sum(r["verdict"] == verdict for r in rows) for verdict in VERDICTS},
+    }
+    return validate(document, "matrix", "matrix document")
+
+
+def _workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _checks(
+    indexes: _TreeIndexes, patch: bytes | Check, patch_set: CommittedPatchSet, head: str
+) -> tuple[Check, Check]:
+    """(on its base, on current pins) for one set; ``patch`` is a Check when it is unreadable."""
+    if isinstance(patch, Check):
+        return patch, patch
+    on_base = indexes.check(patch_set.backend, patch_set.flagscale_base, patch)
+    return on_base, indexes.check(patch_set.backend, head, patch)
+
+
+def _row(
+    pins: dict[str, str],
+    patch_set: CommittedPatchSet,
+    on_base: Check,
+    on_current: Check,
+    smoke: dict[str, SmokeResult],
+) -> dict[str, Any]:
+    result = smoke.get(patch_set.device_type)
+    return {
+        "device_type": patch_set.device_type,
+        "backend": patch_set.backend,
+        "tasks": list(patch_set.tasks),
+        "flagscale_base": patch_set.flagscale_base,
+        "backend_pin": patch_set.metadata.get("backend_pin"),
+        "current_pin": pins.get(patch_set.backend),
+        "encrypted": patch_set.encrypted,
+        "on_base": on_base.to_json(),
+        "on_current": on_current.to_json(),
+        "verdict": _verdict(on_base, on_current),
+        "smoke": result.to_json() if result else {"status": "none"},
+    }
+
+
+def _verdict(on_base: Check, on_current: Check) -> str:
+    if on_base.status == APPLIES and on_current.status == APPLIES:
+        return "clean"
+    if on_base.status == CONFLICTS:
+        return "conflicting"
+    if on_base.status == APPLIES and on_current.status == CONFLICTS:
+        return "drifting"
+    return "unknown"
+
+
+def _plain_patch(patch_set: CommittedPatchSet, keys: _Keys) -> bytes | Check:
+    """The set's patches as one plain patch, or why it cannot be read."""
+    parts: list[bytes] = []
+    for path, stored in patch_set.patch_files.items():
+        if not crypto.is_encrypted(stored):
+            parts.append(stored)
+            continue
+        key_id = crypto.encrypted_key_id(stored, source=path)
+        if key_id not in keys.by_id:
+            return Check(UNKNOWN, "encrypted", f"{path}: pass --key-path for key {key_id}")
+        key, key_path = keys.by_id[key_id]
+        name = encryption_name(patch_set.device_type, patch_set.backend, path.rsplit("/", 1)[1])
+        try:
+            parts.append(
+                crypto.decrypt_file_bytes(
+                    stored, key, name=name, source=path, key_label=str(key_path)
+                )
+            )
+        except crypto.DecryptionError as exc:
+            return Check(ERROR, "cannot decrypt", str(exc))
+    return b"".join(parts)
+
+
+class _TreeIndexes:
+    """One throw-away index per (backend, FlagScale commit) tree, filled once, reused by checks."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self.folder = Path(tempfile.mkdtemp(prefix="matrix-", dir=layered_trees.scratch_repo(ws)))
+        self.indexes: dict[tuple[str, str], Path | Check] = {}
+
+    def __enter__(self) -> _TreeIndexes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def prepare(self, backend: str, *commits: str) -> None:
+        """Build the trees and fill the indexes of ``backend`` at ``commits`` (one thread)."""
+        for commit in commits:
+            self._index(backend, commit)
+
+    def check(self, backend: str, commit: str, patch: bytes) -> Check:
+        """Whether ``patch`` applies to the backend's tree at FlagScale ``commit``."""
+        index = self._index(backend, commit)
+        if isinstance(index, Check):
+            return index
+        return _apply_check(self.ws, index, patch)
+
+    def _index(self, backend: str, commit: str) -> Path | Check:
+        key = (backend, commit)
+        if key not in self.indexes:
+            try:
+                tree = _tree_for(self.ws, backend, commit)
+                index = self.folder / f"index-{len(self.indexes)}"
+                layered_trees.scratch_git(self.ws, ["read-tree", tree], index=index)
+                self.indexes[key] = index
+            except FlagScaleError as exc:
+                self.indexes[key] = Check(ERROR, "tree not available", str(exc))
+        return self.indexes[key]
+
+
+def _tree_for(ws: Workspace, backend: str, commit: str) -> str:
+    if backend == FLAGSCALE:
+        return layered_trees.flagscale_tree(ws, commit, exclude=layered_trees.WORKTREE_EXCLUDES)
+    return layered_trees.layered_tree(ws, backend, commit)
+
+
+def _apply_check(ws: Workspace, index: Path, patch: bytes) -> Check:
+    if not patch.strip():
+        return Check(APPLIES, "empty patch set")
+    try:
+        # configuration-free: the same answer whatever the user's apply.whitespace says
+        layered_trees.scratch_git(
+            ws, ["apply", "--check", "--cached", "-"], stdin=patch, index=index
+        )
+    except FlagScaleError as exc:
+        stderr = getattr(exc, "stderr", "") or str(exc)
+        return Check(CONFLICTS, "", _first_error(stderr))
+    return Check(APPLIES)
+
+
+def _first_error(stderr: str) -> str:
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line.removeprefix("error: ") for line in lines if line.startswith("error:")]
+    return "; ".join((errors or lines)[:2])
+
+
+# --- output ------------------------------------------------------------------------------------
+
+
+_COLOURS = {
+    "applies": "32",
+    "clean": "32",
+    "passed": "32",
+    "drifting": "33",
+    "conflicts": "31",
+    "conflicting": "31",
+    "failed": "31",
+    "recorded": "36",
+    "error": "31",
+}
+
+
+def _cell_text(check: dict[str, str]) -> str:
+    return f"{check['status']} ({check['reason']})" if check.get("reason") else check["status"]
+
+
+def render_table(document: dict[str, Any], *, color: bool = False) -> str:
+    """The matrix as an aligned text table; ANSI colours only when ``color`` is true."""
+    header = ["DEVICE TYPE", "BACKEND", "BASE", "ON BASE", "ON CURRENT PINS", "VERDICT", "SMOKE"]
+    rows = [
+        [
+            row["device_type"],
+            row["backend"],
+            row["flagscale_base"][:12],
+            _cell_text(row["on_base"]),
+            _cell_text(row["on_current"]),
+            row["verdict"],
+            row["smoke"]["status"],
+        ]
+        for row in document["rows"]
+    ]
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+    lines = [_format_line(header, widths, color=False)]
+    lines += [_format_line(line, widths, color=color) for line in rows]
+    summary = ", ".join(f"{count} {name}" for name, count in document["summary"].items())
+    lines.append(f"{len(rows)} patch sets at {document['flagscale_commit']}: {summary}")
+    return "\n".join(lines) + "\n"
+
+
+def _format_line(cells: list[str], widths: list[int], *, color: bool) -> str:
+    padded = []
+    for cell, width in zip(cells, widths, strict=True):
+        text = cell.ljust(width)
+        code = _COLOURS.get(cell.split(" ")[0]) if color else None
+        padded.append(f"\x1b[{code}m{text}\x1b[0m" if code else text)
+    return "  ".join(padded).rstrip()
+
+
+def write_outputs(
+    document: dict[str, Any], *, json_path: Path | None = None, html_path: Path | None = None
+) -> None:
+    """Write the JSON and/or HTML forms of the matrix, each all at once."""
+    if json_path:
+        text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        write_atomically(Path(json_path), text.encode("utf-8"))
+    if html_path:
+        write_atomically(Path(html_path), render_html(document).encode("utf-8"))
+
+
+def run_matrix(
+    ws: Workspace,
+    *,
+    json_path: Path | None = None,
+    html_path: Path | None = None,
+    results_dir: Path | None = None,
+    key_paths: list[Path] | None = None,
+    strict: bool = False,
+    stream: TextIO | None = None,
+) -> dict[str, Any]:
+    """``inv matrix``: build the matrix, print the table, write the files asked for.
+
+    With ``strict`` a set that is not clean makes the command fail after everything is written.
+    """
+    stream = stream or sys.stdout
+    document = build_matrix(ws, results_dir=results_dir, key_paths=key_paths)
+    write_outputs(document, json_path=json_path, html_path=html_path)
+    color = stream.isatty() and not os.environ.get("NO_COLOR")
+    stream.write(render_table(document, color=color))
+    stream.flush()
+    if strict:
+        bad = [f"{r['device_type']}/{r['backend']} ({r['verdict']})" for r in document["rows"]]
+        bad = [b for b, r in zip(bad, document["rows"], strict=True) if r["verdict"] != "clean"]
+        if bad:
+            raise FlagScaleError(
+                f"{len(bad)} patch set(s) are not clean: {', '.join(bad)}",
+                hint=_not_clean_hint({r["verdict"] for r in document["rows"]}),
+            )
+    return document
+
+
+_NOT_CLEAN_ADVICE = {
+    "drifting": "drifting: regenerate them with `inv patch --device-type` on the current pins",
+    "conflicting": "conflicting: they do not apply even on their base; ask the vendor for new sets",
+    "unknown": "unknown: see the reason in the table (encrypted: pass --key-path)",
+}
+
+
+def _not_clean_hint(verdicts: set[str]) -> str:
+    return "; ".join(text for verdict, text in _NOT_CLEAN_ADVICE.items() if verdict in verdicts)
+
+
+def matrix_command(
+    *,
+    json_path: str | None = None,
+    html_path: str | None = None,
+    results_dir: str | None = None,
+    key_paths: list[str] | None = None,
+    strict: bool = False,
+) -> dict[str, Any]:
+    """``inv matrix`` in the current workspace; smoke results default to ``logs/smoke``."""
+    ws = find_workspace()
+    results = Path(results_dir) if results_dir else None
+    if results is None and ws.path(DEFAULT_RESULTS).is_dir():
+        results = ws.path(DEFAULT_RESULTS)
+    return run_matrix(
+        ws,
+        json_path=Path(json_path) if json_path else None,
+        html_path=Path(html_path) if html_path else None,
+        results_dir=results,
+        key_paths=[Path(k) for k in key_paths or []],
+        strict=strict,
+    )

@@ -1,0 +1,1 @@
+"""Upstream backends: their declaration (backends/backends.yaml), sync to pins, release import."""

@@ -1,0 +1,1 @@
+"""The vendor flow: patch sets (make, read), the history, encryption, FlagScale's older layout."""
