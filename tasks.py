@@ -111,7 +111,7 @@ def patch(
 ) -> None:
     """Write third_party/ edits back into backends/ (vendors: --device-type → hardware/)."""
     from flagscale.overlay.patch import patch as harvest
-    from flagscale.vendor.patchset import patch_command
+    from flagscale.vendor.make_sets import patch_command
 
     vendor = {
         "tasks": split_names(task),

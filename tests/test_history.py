@@ -17,7 +17,7 @@ from flagscale.vendor.history import (
     record_history,
     resolve,
 )
-from flagscale.vendor.patchset import PatchRequest, create_patch_sets
+from flagscale.vendor.make_sets import PatchRequest, create_patch_sets
 from tests.gitrepos import commit_all, inv, run_git, write_files
 from tests.vendor_workspace import BACKEND, VendorWorkspace, adapt_backend, make_vendor_workspace
 
