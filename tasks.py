@@ -227,7 +227,7 @@ def record_history(
     verbose: bool = False,
 ) -> None:
     """Record a device type's committed patch sets in hardware/patch_history.yaml."""
-    from flagscale.vendor.history import record_command
+    from flagscale.vendor.history_record import record_command
 
     report_errors(
         verbose,
@@ -246,7 +246,7 @@ def record_history(
 )
 def check_history(c: Context, repair: bool = False, verbose: bool = False) -> None:
     """Check hardware/patch_history.yaml against the repository (--repair to fix it)."""
-    from flagscale.vendor.history import check_command
+    from flagscale.vendor.history_check import check_command
 
     report_errors(verbose, lambda: check_command(repair=repair))
 

@@ -17,7 +17,8 @@ from pathlib import Path
 import yaml
 
 from flagscale.upstream.workspace import find_workspace
-from flagscale.vendor.history import load_history, record_history, write_history
+from flagscale.vendor.history import load_history, write_history
+from flagscale.vendor.history_record import record_history
 from flagscale.vendor.make_sets import PatchRequest, create_patch_sets
 from tests.gitrepos import commit_all, run_git, snapshot, write_files
 from tests.vendor_workspace import (
