@@ -32,7 +32,8 @@ from flagscale.build.lock import (
     replace_directory,
     staging_path,
 )
-from flagscale.build.plan import GIT_SETS, BuildPlan, SetPlan, SetSource, plan_device, read_blobs
+from flagscale.build.plan import BuildPlan, plan_device
+from flagscale.vendor.stored_sets import GIT_SETS, SetPlan, SetSource, read_blobs
 from flagscale.build.assemble import Assembler, Component, PatchApplyError, PatchPiece
 from flagscale.core.errors import FlagScaleError
 from flagscale.build.fingerprint import (

@@ -15,7 +15,7 @@ from invoke.tasks import Task
 from flagscale.core.errors import FlagScaleError
 
 if TYPE_CHECKING:
-    from flagscale.build.plan import SetSource
+    from flagscale.vendor.stored_sets import SetSource
 
 __all__ = ["BuildTask", "build_command", "unpatch_device_command"]
 
@@ -52,7 +52,7 @@ def build_command(
     default: the history commit's git objects).
     """
     from flagscale.build.builder import BuildRequest, build_devices
-    from flagscale.build.plan import GIT_SETS
+    from flagscale.vendor.stored_sets import GIT_SETS
     from flagscale.upstream.workspace import find_workspace
 
     if bundle or trust:
