@@ -186,22 +186,24 @@ def build(
     verbose: bool = False,
 ) -> None:
     """Build isolated trees build/<Vendor_Model>/ from the vendor patch sets in the history."""
+    options = dict(
+        task=task,
+        commit=commit,
+        key_paths=split_names(key_path),
+        three_way=three_way,
+        jobs=jobs,
+        force=force,
+    )
+    if bundle or trust:
+        from flagscale.release.bundle_build import build_from_bundle
+
+        report_errors(
+            verbose, lambda: build_from_bundle(split_names(device), bundle, trust, **options)
+        )
+        return
     from flagscale.build.command import build_command
 
-    report_errors(
-        verbose,
-        lambda: build_command(
-            split_names(device),
-            task=task,
-            commit=commit,
-            key_paths=split_names(key_path),
-            three_way=three_way,
-            jobs=jobs,
-            force=force,
-            bundle=bundle,
-            trust=trust,
-        ),
-    )
+    report_errors(verbose, lambda: build_command(split_names(device), **options))
 
 
 namespace.add_task(build)
