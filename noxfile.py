@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # nox may run from a Python where the tool is not installed
     sys.path.insert(0, str(ROOT))
 
-from flagscale.ci.main import device_types  # noqa: E402
+from flagscale.ci.devices import device_types  # noqa: E402
 
 nox.options.sessions = ["tests", "lint", "validate"]
 nox.options.reuse_existing_virtualenvs = True

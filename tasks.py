@@ -303,7 +303,7 @@ namespace.add_task(smoke)
 @task(help={"verbose": VERBOSE_HELP})
 def ci_matrix(c: Context, verbose: bool = False) -> None:
     """Print the CI device matrix (device types and runner labels) as JSON."""
-    from flagscale.ci.main import matrix_command
+    from flagscale.ci.devices import matrix_command
 
     report_errors(verbose, matrix_command)
 

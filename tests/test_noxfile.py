@@ -41,7 +41,7 @@ def test_sessions_of_a_workspace_with_history(tmp_path: Path) -> None:
 
 
 def test_this_repositorys_sessions_match_the_ci_matrix() -> None:
-    from flagscale.ci.main import matrix
+    from flagscale.ci.devices import matrix
     from flagscale.upstream.workspace import load_workspace
 
     lines = nox_list(TOOL_ROOT / "noxfile.py")
