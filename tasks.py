@@ -51,7 +51,7 @@ def unpatch(
     from flagscale.overlay.unpatch import unpatch as lay
 
     if device_type is not None:
-        from flagscale.build.command import unpatch_device_command
+        from flagscale.builds.command import unpatch_device_command
 
         if mode is not None:
             raise Exit(
@@ -153,7 +153,7 @@ namespace.add_task(import_release)
 # --- vendor patch sets, history, builds (flows 2 and 3) ----------------------------------------
 
 
-from flagscale.build.command import BuildTask  # noqa: E402 - gives --three-way its git spelling --3way
+from flagscale.builds.command import BuildTask  # noqa: E402 - gives --three-way its git spelling --3way
 
 
 @task(
@@ -201,7 +201,7 @@ def build(
             verbose, lambda: build_from_bundle(split_names(device), bundle, trust, **options)
         )
         return
-    from flagscale.build.command import build_command
+    from flagscale.builds.command import build_command
 
     report_errors(verbose, lambda: build_command(split_names(device), **options))
 

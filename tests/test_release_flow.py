@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flagscale.build.command import build_command
+from flagscale.builds.command import build_command
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git_ok
 from flagscale.release import signing

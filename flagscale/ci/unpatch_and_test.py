@@ -40,7 +40,7 @@ def fresh_build(
     The build comes from the history and patch sets as committed; nothing in the developer's
     ``build/`` or ``third_party/`` is used or touched. Returns the build tree.
     """
-    from flagscale.build.builder import BuildRequest, build_devices
+    from flagscale.builds.builder import BuildRequest, build_devices
     from flagscale.core.gitcli import git
 
     clone = folder / "workspace"

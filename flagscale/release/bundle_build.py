@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flagscale.build.command import build_command
+from flagscale.builds.command import build_command
 from flagscale.core.gitcli import git, git_ok
 from flagscale.release.bundle import BundleError, VerifiedBundle, git_blob_id, verify_bundle
 from flagscale.release.bundle_sets import BundleSets, sets_commit
@@ -63,7 +63,7 @@ def build_from_bundle(
     history entry and the patch sets from the bundle's bytes (``bundle_sets.BundleSets``) and only
     FlagScale's files at the sets' base and the pins from this clone. If the clone holds the
     commit the sets were cut from, its files there must equal the bundle's (``bundle_commit``).
-    ``build_options`` go to ``flagscale.build.command.build_command``.
+    ``build_options`` go to ``flagscale.builds.command.build_command``.
     """
     if not bundle:
         raise BundleError("--trust is only used with --bundle PATH")

@@ -48,9 +48,9 @@ def build_command(
     ``source`` says where the patch sets come from (default: the history commit's git objects;
     ``flagscale.release.bundle_build`` passes a verified bundle's).
     """
-    from flagscale.build.builder import BuildRequest, build_devices
-    from flagscale.vendor.stored_sets import GIT_SETS
+    from flagscale.builds.builder import BuildRequest, build_devices
     from flagscale.upstream.workspace import find_workspace
+    from flagscale.vendor.stored_sets import GIT_SETS
 
     if jobs < 0:
         raise FlagScaleError(f"--jobs {jobs}: must be 0 (automatic) or more")
