@@ -56,10 +56,13 @@ def paths_under(ws: Workspace, commit: str, folder: str) -> list[str]:
     return [name.decode("utf-8", "surrogateescape") for name in raw.split(b"\0") if name]
 
 
-def make_commit(ws: Workspace, parent: str, changes: dict[str, Put | None], message: str) -> str:
+def make_commit(
+    ws: Workspace, parent: str, changes: dict[str, Put | None], message: str, *, keep: bool = True
+) -> str:
     """A commit on ``parent`` whose tree has ``changes`` (None removes a path); its id.
 
-    The private ref is moved to it, so it survives garbage collection until published.
+    With ``keep`` the private ref is moved to it, so it survives garbage collection until
+    published (``inv bisect-upstream`` makes throw-away commits without it).
     """
     puts = [
         (path, put) for path, put in changes.items() if put is not None and put.data is not None
@@ -97,7 +100,8 @@ def make_commit(ws: Workspace, parent: str, changes: dict[str, Put | None], mess
         .decode()
         .strip()
     )
-    git(["update-ref", WORK_REF, commit], ws.root)
+    if keep:
+        git(["update-ref", WORK_REF, commit], ws.root)
     return commit
 
 

@@ -59,8 +59,12 @@ def published_versions(package: str) -> list[str]:
     return sorted(versions, key=version_key)
 
 
-def versions_between(package: str, good: str, bad: str) -> list[str]:
-    """The published versions from ``good`` to ``bad`` (both included), in that direction."""
+def versions_between(package: str, good: str, bad: str, *, pre: bool = False) -> list[str]:
+    """The published versions from ``good`` to ``bad`` (both included), in that direction.
+
+    Pre-releases (``rc``, ``dev`` builds) count only with ``pre`` (as for ``pip install --pre``),
+    or when ``good`` or ``bad`` is one.
+    """
     versions = published_versions(package)
     for name, value in (("--good", good), ("--bad", bad)):
         if value not in versions:
@@ -69,7 +73,12 @@ def versions_between(package: str, good: str, bad: str) -> list[str]:
                 hint=f"published: {', '.join(versions[-8:])}",
             )
     low, high = sorted((version_key(good), version_key(bad)))
-    chosen = [v for v in versions if low <= version_key(v) <= high]
+    chosen = [
+        v
+        for v in versions
+        if low <= version_key(v) <= high
+        and (pre or not version_key(v).is_prerelease or v in (good, bad))
+    ]
     return chosen if version_key(good) <= version_key(bad) else chosen[::-1]
 
 

@@ -18,10 +18,17 @@ from flagscale.core.atomic import write_atomically
 from flagscale.core.schema import validate
 from flagscale.refresh.carry import CLASSES
 from flagscale.refresh.prove import CaseProof, loss_table
-from flagscale.refresh.state import REPORT_NAME, refresh_dir
+from flagscale.refresh.state import REPORT_NAME, load_state, refresh_dir
 from flagscale.upstream.workspace import Workspace
 
-__all__ = ["SCHEMA_VERSION", "build_report", "last_report", "render_report", "write_report"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "build_report",
+    "last_report",
+    "matrix_view",
+    "render_report",
+    "write_report",
+]
 
 SCHEMA_VERSION = 1
 _SHORT = {
@@ -224,3 +231,44 @@ def _file_lines(where: str, entry: dict[str, Any]) -> list[str]:
     if not entry.get("hunks"):
         lines += [f"    upstream: {u}" for u in entry.get("upstream", [])]
     return lines
+
+
+def matrix_view(ws: Workspace) -> dict[str, Any] | None:
+    """What ``inv matrix`` shows of refreshes: the one in progress, else the last report.
+
+    ``{"backend", "from", "to", "status", "sets": {"<device>/<backend>": {"status", "detail"}}}``
+    """
+    state = load_state(ws)
+    if state is not None:
+        status = "stopped" if state.get("conflict") else "in_progress"
+        document = build_report(state, status)
+    else:
+        document = last_report(ws)
+    if document is None:
+        return None
+    sets: dict[str, dict[str, str]] = {}
+    for device in document["devices"]:
+        name = device["device_type"]
+        smoke = _smoke_word(device["smoke"])
+        for item in device["sets"]:
+            counts = ", ".join(
+                f"{n} {c.replace('_', ' ')}" for c, n in item["summary"].items() if n
+            )
+            detail = counts + (f"; smoke {smoke}" if smoke != "-" else "")
+            sets[f"{name}/{item['backend']}"] = {"status": item["status"], "detail": detail}
+        if device["status"] in ("not_refreshed", "pending") or not device["sets"]:
+            key = f"{name}/{document['backend']}"
+            sets.setdefault(key, {"status": device["status"], "detail": device["reason"]})
+    conflict = document.get("conflict")
+    if conflict and "/" in conflict["stage"]:
+        sets[conflict["stage"]] = {
+            "status": "conflict",
+            "detail": f"settle it in {conflict['checkout']}",
+        }
+    return {
+        "backend": document["backend"],
+        "from": document["from"]["label"],
+        "to": document["to"]["label"],
+        "status": document["status"],
+        "sets": sets,
+    }

@@ -17,7 +17,14 @@ from flagscale.upstream.release_import import install_release, release_ref
 from flagscale.upstream.sync import ensure_checkout
 from flagscale.upstream.workspace import Backend, ReleaseSource, Workspace
 
-__all__ = ["PinMove", "describe_pin", "move_pin", "source_from_json", "source_to_json"]
+__all__ = [
+    "PinMove",
+    "commit_of",
+    "describe_pin",
+    "move_pin",
+    "source_from_json",
+    "source_to_json",
+]
 
 _FETCHED = "refs/flagscale/refresh/fetched"
 
@@ -98,7 +105,7 @@ def move_pin(ws: Workspace, backend: Backend, to: str) -> PinMove:
     old_pin = ws.pin(backend)
     if isinstance(backend.source, ReleaseSource):
         return _move_release(ws, backend, backend.source, old_pin, to)
-    new_pin, created = _commit_of(ws, backend, to)
+    new_pin = commit_of(ws, backend, to)
     return PinMove(
         backend=backend.name,
         kind="submodule",
@@ -106,7 +113,6 @@ def move_pin(ws: Workspace, backend: Backend, to: str) -> PinMove:
         new_pin=new_pin,
         old_label=describe_pin(checkout, old_pin),
         new_label=describe_pin(checkout, new_pin),
-        created_ref=created,
     )
 
 
@@ -144,12 +150,12 @@ def _move_release(
     )
 
 
-def _commit_of(ws: Workspace, backend: Backend, to: str) -> tuple[str, str | None]:
+def commit_of(ws: Workspace, backend: Backend, to: str) -> str:
     """The commit ``to`` names in the checkout, fetched from its remote when it is not there."""
     checkout = ws.path(backend.checkout)
     found = commit_id(checkout, to)
     if found is not None:
-        return found, None
+        return found
     remote = "origin" if git_ok(["remote", "get-url", "origin"], checkout) else None
     if remote is None or not git_ok(
         ["fetch", "--quiet", "--no-write-fetch-head", remote, f"+{to}:{_FETCHED}"], checkout
@@ -162,4 +168,4 @@ def _commit_of(ws: Workspace, backend: Backend, to: str) -> tuple[str, str | Non
     git(["update-ref", "-d", _FETCHED], checkout, check=False)
     if fetched is None:
         raise FlagScaleError(f"--to {to}: the fetched ref is not a commit")
-    return fetched, None
+    return fetched
