@@ -13,7 +13,8 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,7 @@ class _Run:
     hooks: dict[str, Any] = field(default_factory=dict)
     peak: dict[str, float] = field(default_factory=dict)
     plot: Path | None = None
+    report: Callable[[str], None] = field(default=lambda line: None, repr=False)
 
 
 def run_smoke(
@@ -101,12 +103,14 @@ def run_smoke(
     timeout: float | None = None,
     log_dir: Path | None = None,
     base_env: Mapping[str, str] | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> SmokeOutcome:
     """Run the smoke case ``config_path`` on the build tree of ``device_type``.
 
     ``root`` is the workspace (``hardware/``, default ``build/<device>`` and ``logs/``). Raises
     SmokeError (or another FlagScaleError) with one line saying what failed; result.json is
-    written to the log folder in every case once the folder exists.
+    written to the log folder in every case once the folder exists. ``report`` gets a line for
+    each hook, monitor and training step as it happens (default: standard error).
     """
     check_device_type(device_type)
     root = root.resolve()
@@ -124,6 +128,7 @@ def run_smoke(
         log_dir=_fresh_log_dir(log_dir or root / "logs" / "smoke" / device_type / config.case),
         golden_file=golden_file,
         golden=golden,
+        report=report or _reporter(device_type, config.case),
     )
     try:
         _execute(run, root, megatron, timeout or config.timeout, base_env or os.environ)
@@ -172,6 +177,7 @@ def _execute(
         )
         python_path.append(site)
         run.hooks["csrc"] = "built"
+    run.report(_hooks_line(run.hooks, device_hooks, root))
 
     marker = Marker.new(JOB_MARKER)
     monitors = _monitors(run, device_dir, root)
@@ -179,12 +185,14 @@ def _execute(
     problems: list[str] = []
     try:
         start_monitors(monitors, monitor_env, watch=marker.token)
+        run.report(f"monitors started: {', '.join(m.name for m in monitors) or 'none'}")
         _launch(run, python_path, variables, marker, timeout, base_env)
     finally:
         problems = stop_monitors(monitors, monitor_env)
         run.hooks["monitors"] = {m.name: m.outcome for m in monitors}
         run.peak.update(_peak_memory(run))
         _append(hook_log, "".join(f"# {p}\n" for p in problems))
+        run.report(_monitors_line(monitors, run.peak))
     if problems:
         raise MonitorError(problems[0])
 
@@ -230,8 +238,16 @@ def _launch(
     env = job_environment(base_env, python_path, variables, marker)
     job_log = run.log_dir / "job.log"
     job_log.write_text("$ " + " ".join(command) + "\n", "utf-8")
+    run.report(f"torchrun: {config.nproc} processes over {run.build} (log {job_log})")
+    follower = _StepFollower(metrics, run)
     outcome = run_job(
-        command, env=env, cwd=run.log_dir, log_path=job_log, timeout=timeout, marker=marker
+        command,
+        env=env,
+        cwd=run.log_dir,
+        log_path=job_log,
+        timeout=timeout,
+        marker=marker,
+        watch=follower.poll,
     )
     run.duration, run.exit_status = outcome.duration, outcome.returncode
     if outcome.killed:
@@ -262,6 +278,89 @@ def _launch(
             f"smoke job {config.case} reported {len(run.losses)} losses for"
             f" {config.train['steps']} steps (metrics {metrics})"
         )
+
+
+class _StepFollower:
+    """Reads the metrics file while the job runs and reports each step as it comes."""
+
+    def __init__(self, metrics: Path, run: _Run) -> None:
+        self.metrics = metrics
+        self.run = run
+        self.offset = 0
+        self.pending = b""
+        self.reported = 0
+
+    def poll(self) -> None:
+        try:
+            with open(self.metrics, "rb") as stream:
+                stream.seek(self.offset)
+                data = stream.read()
+        except FileNotFoundError:
+            return
+        self.offset += len(data)
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        for line in lines:
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return
+        event = record.get("event") if isinstance(record, dict) else None
+        if event == "step":
+            self.reported += 1
+            self.run.report(_step_line(self.run, self.reported, record.get("loss")))
+        elif event == "provenance":
+            self.run.report(
+                f"job started: torch {record.get('torch')}, megatron.core"
+                f" {record.get('megatron_core_version')} from {record.get('megatron_core')}"
+            )
+
+
+def _step_line(run: _Run, step: int, loss: Any) -> str:
+    """``step 3/10: loss 10.51 | golden 10.51 ok`` (or how far off, or recording)."""
+    steps = run.config.train["steps"]
+    if not isinstance(loss, (int, float)):
+        return f"step {step}/{steps}: loss {loss!r}"
+    head = f"step {step}/{steps}: loss {loss:.6f}"
+    golden = run.golden
+    if golden is None:
+        return f"{head} (recording)"
+    if step > len(golden.losses):
+        return f"{head} (no golden value for this step)"
+    expected = golden.losses[step - 1]
+    if golden.tolerance.allows(expected, float(loss)):
+        return f"{head} | golden {expected:.6f} ok"
+    return (
+        f"{head} | golden {expected:.6f} OUTSIDE tolerance"
+        f" (|difference| {abs(float(loss) - expected):.3g}; {golden.tolerance})"
+    )
+
+
+def _hooks_line(done: Mapping[str, Any], found: hooks.DeviceHooks, root: Path) -> str:
+    variables = done.get("environment_variables", [])
+    env = (
+        f"{_display(found.env_file, root)} ({len(variables)} variables)"
+        if found.env_file is not None
+        else "no environment file"
+    )
+    return f"hooks: {env}, requirements {done['requirements']}, extensions {done['csrc']}"
+
+
+def _monitors_line(monitors: list[Monitor], peak: Mapping[str, float]) -> str:
+    outcomes = ", ".join(f"{m.name} {m.outcome}" for m in monitors) or "none"
+    memory = f"; peak job memory {peak['job_rss']:.0f} MB" if peak.get("job_rss") else ""
+    return f"monitors stopped: {outcomes}{memory}"
+
+
+def _reporter(device_type: str, case: str) -> Callable[[str], None]:
+    prefix = f"smoke {device_type}/{case}: "
+
+    def report(line: str) -> None:
+        print(prefix + line, file=sys.stderr, flush=True)
+
+    return report
 
 
 def _entry(run: _Run) -> Path:
