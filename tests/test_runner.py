@@ -141,6 +141,38 @@ def test_a_step_outside_the_tolerance_is_shown_beside_its_golden_value(tmp_path:
     ) in lines
 
 
+def png_title(path: Path) -> str:
+    """The Title text chunk of a PNG file (where the plot writes its verdict)."""
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    position = 8
+    while position < len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        body = data[position + 8 : position + 8 + length]
+        if kind == b"tEXt" and body.startswith(b"Title\0"):
+            return body[6:].decode("latin-1")
+        position += 12 + length
+    raise AssertionError(f"{path} has no Title")
+
+
+def test_the_loss_plot_says_passed_failed_or_recorded(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path, modes=("ok", "diverge"))
+    case = write_case(root, entry="fake/ok.py")
+    plot = root / "logs" / "smoke" / DEVICE / "tiny" / "loss.png"
+    run(root, case, record_golden=True)
+    assert png_title(plot).endswith(
+        ": RECORDED: these losses are now the golden values (not compared)"
+    )
+    run(root, case)
+    assert png_title(plot) == f"{DEVICE} / tiny: PASSED: every step within the golden tolerance"
+    build = root / "build" / DEVICE
+    (build / "fake" / "ok.py").write_text((build / "fake" / "diverge.py").read_text())
+    with pytest.raises(SmokeError):
+        run(root, case)
+    assert png_title(plot) == f"{DEVICE} / tiny: FAILED: step 4 leaves the golden tolerance"
+
+
 def test_env_file_reaches_the_job_and_changes_losses(tmp_path: Path) -> None:
     root = fake_workspace(tmp_path)
     case = write_case(root, entry="fake/ok.py")

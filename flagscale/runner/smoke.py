@@ -41,7 +41,13 @@ from flagscale.runner.monitor import (
     vendor_monitor_path,
 )
 from flagscale.runner.processes import Marker
-from flagscale.runner.results import PLOT_NAME, json_losses, plot_losses, write_result
+from flagscale.runner.results import (
+    PLOT_NAME,
+    json_losses,
+    plot_losses,
+    plot_verdict,
+    write_result,
+)
 from flagscale.vendor.patchset import check_device_type
 
 __all__ = ["BUILD_RECORD", "SmokeError", "SmokeOutcome", "describe", "run_smoke", "smoke_command"]
@@ -472,7 +478,8 @@ def _finish(run: _Run, status: str, reason: str | None) -> Path:
     """Write the loss plot and result.json; returns result.json's path."""
     if run.losses:
         title = f"{run.device_type} / {run.config.case}"
-        run.plot = plot_losses(run.log_dir / PLOT_NAME, run.losses, run.golden, title)
+        verdict = plot_verdict(status, run.divergence)
+        run.plot = plot_losses(run.log_dir / PLOT_NAME, run.losses, run.golden, title, verdict)
     golden = None
     if run.golden is not None:
         golden = {
