@@ -16,6 +16,7 @@ import shutil
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,7 @@ class _Run:
     peak: dict[str, float] = field(default_factory=dict)
     plot: Path | None = None
     report: Callable[[str], None] = field(default=lambda line: None, repr=False)
+    started_at: str = field(default_factory=lambda: utc_now())
 
 
 def run_smoke(
@@ -498,6 +500,8 @@ def _finish(run: _Run, status: str, reason: str | None) -> Path:
         "case": run.config.case,
         "status": status,
         "reason": reason,
+        "started_at": run.started_at,
+        "finished_at": utc_now(),
         "losses": json_losses(run.losses),
         "golden": golden,
         "duration_s": round(run.duration, 3),
@@ -518,6 +522,11 @@ def _finish(run: _Run, status: str, reason: str | None) -> Path:
         "plot": PLOT_NAME if run.plot else None,
     }
     return write_result(run.log_dir, document)
+
+
+def utc_now() -> str:
+    """The time now, UTC, to the second: ``2026-12-02T08:01:02Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _peak_memory(run: _Run) -> dict[str, float]:
