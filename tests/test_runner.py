@@ -118,7 +118,8 @@ def test_each_step_is_reported_while_the_job_runs(tmp_path: Path) -> None:
     assert lines[0] == "hooks: no environment file, requirements absent, extensions absent"
     assert lines[1] == "monitors started: system"
     assert lines[2].startswith("torchrun: 2 processes over ")
-    megatron = build_megatron(root)
+    megatron = Path(build_megatron(root)).relative_to(root.resolve())
+    assert lines[2] == f"torchrun: 2 processes over build/{DEVICE} (log logs/live/job.log)"
     assert lines[3] == f"job started: torch None, megatron.core fake from {megatron}"
     assert lines[4:9] == steps
     assert lines[9].startswith("monitors stopped: system stopped; peak job memory ")

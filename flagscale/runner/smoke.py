@@ -99,6 +99,11 @@ class _Run:
     plot: Path | None = None
     report: Callable[[str], None] = field(default=lambda line: None, repr=False)
     started_at: str = field(default_factory=lambda: utc_now())
+    root: Path | None = None  # the workspace, for showing paths relative to it
+
+    def shown(self, path: Path) -> str:
+        """``path`` relative to the workspace when it is inside it, for messages."""
+        return _display(path, self.root) if self.root else str(path)
 
 
 def run_smoke(
@@ -137,6 +142,7 @@ def run_smoke(
         golden_file=golden_file,
         golden=golden,
         report=report or _reporter(device_type, config.case),
+        root=root,
     )
     try:
         _execute(run, root, megatron, timeout or config.timeout, base_env or os.environ)
@@ -246,7 +252,8 @@ def _launch(
     env = job_environment(base_env, python_path, variables, marker)
     job_log = run.log_dir / "job.log"
     job_log.write_text("$ " + " ".join(command) + "\n", "utf-8")
-    run.report(f"torchrun: {config.nproc} processes over {run.build} (log {job_log})")
+    shown = run.shown
+    run.report(f"torchrun: {config.nproc} processes over {shown(run.build)} (log {shown(job_log)})")
     follower = _StepFollower(metrics, run)
     outcome = run_job(
         command,
@@ -320,9 +327,11 @@ class _StepFollower:
             self.reported += 1
             self.run.report(_step_line(self.run, self.reported, record.get("loss")))
         elif event == "provenance":
+            where = record.get("megatron_core")
             self.run.report(
                 f"job started: torch {record.get('torch')}, megatron.core"
-                f" {record.get('megatron_core_version')} from {record.get('megatron_core')}"
+                f" {record.get('megatron_core_version')} from"
+                f" {self.run.shown(Path(where)) if isinstance(where, str) else where}"
             )
 
 
