@@ -468,8 +468,10 @@ class _Run:
             return
         entry["lines"] = found.lines
         new_base = self.state["pin_commit"]
-        if found.base == new_base:
-            entry.update(status="unchanged", reason="already made against the new pin")
+        if found.base == new_base or all(
+            self.trees.at(name, found.base) == self.trees.at(name, new_base) for name in found.sets
+        ):
+            entry.update(status="unchanged", reason="its sets already fit the new pin and layer")
             self.save()
             return
         order = sorted(found.sets, key=lambda name: (name != self.backend.name, name))
