@@ -167,7 +167,9 @@ def make_refreshable(
     return found
 
 
-def move_upstream(found: Refreshable, changes: Changes, renames: dict[str, str] | None = None) -> str:
+def move_upstream(
+    found: Refreshable, changes: Changes, renames: dict[str, str] | None = None
+) -> str:
     """Commit ``changes`` (and ``git mv`` renames) upstream; the new commit (FlagScale's pin
     stays where it is: a refresh moves it)."""
     for old, new in (renames or {}).items():
@@ -192,7 +194,7 @@ def user_state(root: Path) -> dict[str, str]:
         "checkout refs": run_git(root / "third_party" / BACKEND, "for-each-ref"),
         "checkout head": run_git(root / "third_party" / BACKEND, "rev-parse", "HEAD"),
         "files": repr(sorted(_files(root))),
-        "gitdir files": repr(sorted(p.name for p in gitdir.iterdir())),
+        "gitdir files": repr(sorted(p.name for p in gitdir.iterdir() if p.name != "flagscale")),
     }
 
 
@@ -211,7 +213,7 @@ def _files(root: Path) -> list[tuple[str, bytes]]:
 
 # --- a package index on disk, for release backends ---------------------------------------------
 
-_BACKEND_PY = '''
+_BACKEND_PY = """
 import os
 
 NAME, VERSION = {name!r}, {version!r}
@@ -231,7 +233,7 @@ def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     raise NotImplementedError("source only")
-'''
+"""
 
 
 def sdist(folder: Path, package: str, version: str, files: FileMap) -> Path:

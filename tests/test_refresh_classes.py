@@ -115,7 +115,15 @@ def copy_of(found: Refreshable, tmp: Path) -> Path:
 def started(root: Path, new: str, tmp: Path) -> tuple[subprocess.CompletedProcess[str], dict]:
     report = tmp / "report.json"
     result = inv(
-        root, "refresh", "--backend", BACKEND, "--to", new, "--no-smoke", "--json", str(report),
+        root,
+        "refresh",
+        "--backend",
+        BACKEND,
+        "--to",
+        new,
+        "--no-smoke",
+        "--json",
+        str(report),
         check=False,
     )
     return result, json.loads(report.read_text())
@@ -162,7 +170,9 @@ def test_every_class_is_named_with_hunks_and_the_upstream_change_it_met(
         "megatron/vendor_new.py": ("unchanged", True),
         "megatron/added_both.py": ("conflict", False),
     }
-    assert [(h["class"], h["offset"]) for h in files["megatron/moved.py"]["hunks"]] == [("moved", 3)]
+    assert [(h["class"], h["offset"]) for h in files["megatron/moved.py"]["hunks"]] == [
+        ("moved", 3)
+    ]
     assert files["megatron/renamed.py"]["new_path"] == "megatron/renamed2.py"
     [hunk] = files["megatron/conflict.py"]["hunks"]
     assert hunk["class"] == "conflict" and hunk["header"].startswith("@@ -12,7 +12,7 @@")
@@ -246,7 +256,9 @@ def expected_vendor_tree() -> dict[str, bytes]:
     files.update(
         {
             "megatron/unchanged.py": VENDOR["megatron/unchanged.py"],
-            "megatron/moved.py": insert(edit(lines("m"), 20, "vendor m"), 1, ["# one", "# two", "# three"]),
+            "megatron/moved.py": insert(
+                edit(lines("m"), 20, "vendor m"), 1, ["# one", "# two", "# three"]
+            ),
             "megatron/merged.py": edit(edit(lines("g"), 12, "upstream g"), 10, "vendor g"),
             "megatron/renamed2.py": edit(edit(lines("r"), 25, "upstream r"), 8, "vendor r"),
             "megatron/conflict.py": edit(lines("c"), 15, "vendor c"),
@@ -282,7 +294,9 @@ def test_settled_conflicts_give_the_set_plain_git_apply_agrees_with(
     # the pin and the carried base layer, committed
     assert run_git(root, "rev-parse", f"HEAD:third_party/{BACKEND}") == new
     layer = root / "backends" / BACKEND
-    assert {p.relative_to(layer).as_posix(): p.read_text() for p in layer.rglob("*") if p.is_file()} == expected_layer()
+    assert {
+        p.relative_to(layer).as_posix(): p.read_text() for p in layer.rglob("*") if p.is_file()
+    } == expected_layer()
     assert (root / "backends" / f"{BACKEND}.layer.yaml").read_text() == (
         "version: 1\ndeleted:\n- still_there.py\n"
     )
@@ -315,7 +329,9 @@ def test_settled_conflicts_give_the_set_plain_git_apply_agrees_with(
     # Vendor_B1 was carried too (its sets unchanged, byte for byte), and recorded
     b1 = root / "hardware" / "Vendor_B1"
     for backend in (BACKEND, "FlagScale"):
-        before = run_git(root, "show", f"{found.head()}:hardware/Vendor_B1/{backend}/{backend}.patch")
+        before = run_git(
+            root, "show", f"{found.head()}:hardware/Vendor_B1/{backend}/{backend}.patch"
+        )
         assert (b1 / backend / f"{backend}.patch").read_text().rstrip("\n") == before
     matrix = inv(root, "matrix", "--strict")
     assert "2 clean" in matrix.stdout or "3 clean" in matrix.stdout

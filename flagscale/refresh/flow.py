@@ -54,7 +54,14 @@ from flagscale.refresh.layer_carry import (
 from flagscale.refresh.merge3 import Labels
 from flagscale.refresh.objects import Objects
 from flagscale.refresh.prove import prove_device
-from flagscale.refresh.publish import changed_paths, check_clean, head_of, publish, unpublish
+from flagscale.refresh.publish import (
+    changed_paths,
+    check_clean,
+    check_untouched,
+    head_of,
+    publish,
+    unpublish,
+)
 from flagscale.refresh.records import device_changes, history_data, pin_changes
 from flagscale.refresh.report import build_report, render_report, write_report
 from flagscale.refresh.set_carry import (
@@ -161,7 +168,7 @@ def start_refresh(
         }
         save_state(ws, state)
         killpoint.reached("started")
-        return _Run(ws, state, options).advance()
+        return _paused_on_error(_Run(ws, state, options))
 
 
 def continue_refresh(ws: Workspace, options: Options) -> dict[str, Any]:
@@ -174,7 +181,21 @@ def continue_refresh(ws: Workspace, options: Options) -> dict[str, Any]:
         run = _Run(ws, state, options)
         if state["conflict"]:
             run.settle()
+        return _paused_on_error(run)
+
+
+def _paused_on_error(run: _Run) -> dict[str, Any]:
+    """Go on with ``run``; an error once the pin moved leaves the refresh paused, and says so."""
+    try:
         return run.advance()
+    except FlagScaleError as exc:
+        if load_state(run.ws) is None:
+            raise
+        hint = (exc.hint + "; " if exc.hint else "") + (
+            "the refresh is paused: run `inv refresh --continue` once that is fixed, or"
+            " `inv refresh --abort`"
+        )
+        raise FlagScaleError(exc.message, hint=hint) from exc
 
 
 def abort_refresh(ws: Workspace, report: Callable[[str], None] = print) -> None:
@@ -184,7 +205,7 @@ def abort_refresh(ws: Workspace, report: Callable[[str], None] = print) -> None:
         published = state.get("published")
         if published:
             paths = published["paths"]
-            check_clean(ws, [p for p in paths if p not in _gitlink_paths(ws, state)])
+            check_untouched(ws, paths, (published["old"], published["new"]))
             unpublish(ws, published["old"], published["new"], paths)
             state["published"] = None
             save_state(ws, state)
@@ -388,7 +409,15 @@ class _Run:
             )
             self.state["created_ref"] = None if exists else ref
             self.save()
-        move = move_pin(self.ws, self.backend, to)
+        try:
+            move = move_pin(self.ws, self.backend, to)
+        except FlagScaleError:  # nothing done yet: no refresh to continue or abort
+            created = self.state.get("created_ref")
+            checkout = self.ws.path(self.backend.checkout)
+            if created and checkout.is_dir():
+                git(["update-ref", "-d", created], checkout, check=False)
+            clear_state(self.ws)
+            raise
         self.state["move"] = move.to_json()
         self.save()
         killpoint.reached("pin")
@@ -778,6 +807,8 @@ class _Run:
             published = {"old": old, "new": new, "paths": paths}
             self.state["published"] = published
             self.save()
+        else:  # a run killed while publishing: each path holds the old or the new version
+            check_untouched(self.ws, published["paths"], (published["old"], published["new"]))
         message = f"refresh: {self.backend.name} {self.move.old_label} -> {self.move.new_label}"
         publish(self.ws, published["old"], published["new"], published["paths"], message)
 

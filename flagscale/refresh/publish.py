@@ -19,7 +19,15 @@ from flagscale.core.gitcli import git, git_text
 from flagscale.refresh import killpoint
 from flagscale.upstream.workspace import Workspace
 
-__all__ = ["changed_paths", "check_clean", "head_of", "publish", "sync_paths", "unpublish"]
+__all__ = [
+    "changed_paths",
+    "check_clean",
+    "check_untouched",
+    "head_of",
+    "publish",
+    "sync_paths",
+    "unpublish",
+]
 
 GITLINK = "160000"
 
@@ -68,6 +76,56 @@ def check_clean(ws: Workspace, paths: list[str], *, submodules: list[str] = ()) 
                 f"{path}: a pin change is staged (git add {path})",
                 hint=f"commit it or unstage it (`git restore --staged {path}`) first",
             )
+
+
+def check_untouched(ws: Workspace, paths: list[str], commits: tuple[str, str]) -> None:
+    """Refuse when a path's index entry or file matches neither commit's version of it.
+
+    Between moving the branch and syncing its paths (or half way through the sync) each path
+    holds the old or the new version; anything else is a person's edit, which must not be lost.
+    """
+    if not paths:
+        return
+    versions = [_entries(ws, ["ls-tree", "-r", "-z", commit, "--", *paths]) for commit in commits]
+    index = _entries(ws, ["ls-files", "-s", "-z", "--", *paths])
+    links = set().union(*(_gitlinks(ws, commit, paths) for commit in commits))
+    edited = []
+    for path in paths:
+        allowed = {v.get(path) for v in versions}
+        files = {e[1] if e else None for e in allowed}
+        if index.get(path) not in allowed or (
+            path not in links and _worktree_entry(ws, path) not in files
+        ):
+            edited.append(path)
+    if edited:
+        shown = ", ".join(edited[:3]) + (f" and {len(edited) - 3} more" if len(edited) > 3 else "")
+        raise FlagScaleError(
+            f"{shown} changed since the refresh wrote there: not overwriting",
+            hint="commit or stash those changes, then run the command again",
+        )
+
+
+def _entries(ws: Workspace, args: list[str]) -> dict[str, tuple[str, str]]:
+    raw = git(args, ws.root)
+    found = {}
+    for record in filter(None, raw.split(b"\0")):
+        meta, _, name = record.partition(b"\t")
+        fields = meta.decode().split()
+        listed = fields[1] in ("blob", "commit", "tree")  # ls-tree: mode type oid
+        mode, oid = fields[0], fields[2] if listed else fields[1]  # ls-files -s: mode oid stage
+        found[name.decode("utf-8", "surrogateescape")] = (mode, oid)
+    return found
+
+
+def _worktree_entry(ws: Workspace, path: str) -> str | None:
+    """The blob id of the file at ``path`` as git would store it (None when it is absent)."""
+    full = ws.root / path
+    if full.is_symlink():
+        target = os.fsencode(os.readlink(full))
+        return git(["hash-object", "--stdin"], ws.root, stdin=target).decode().strip()
+    if not full.is_file():
+        return None
+    return git(["hash-object", "--", path], ws.root).decode().strip()
 
 
 def _gitlinks(ws: Workspace, commit: str, paths: list[str]) -> set[str]:

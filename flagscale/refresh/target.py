@@ -9,6 +9,7 @@ named so that ``inv refresh --abort`` can remove it again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from flagscale.core.errors import FlagScaleError
@@ -26,7 +27,7 @@ __all__ = [
     "source_to_json",
 ]
 
-_FETCHED = "refs/flagscale/refresh/fetched"
+_FETCHED = "refs/flagscale/refresh-fetch"
 
 
 @dataclass(frozen=True)
@@ -151,21 +152,46 @@ def _move_release(
 
 
 def commit_of(ws: Workspace, backend: Backend, to: str) -> str:
-    """The commit ``to`` names in the checkout, fetched from its remote when it is not there."""
+    """The commit ``to`` names in the checkout, fetched from its remote when it is not there.
+
+    ``to`` may be a commit id (short ones too), a branch or a tag of the remote. Fetches go
+    into a private namespace that is removed afterwards: the checkout's own refs do not change.
+    """
     checkout = ws.path(backend.checkout)
     found = commit_id(checkout, to)
     if found is not None:
         return found
     remote = "origin" if git_ok(["remote", "get-url", "origin"], checkout) else None
-    if remote is None or not git_ok(
-        ["fetch", "--quiet", "--no-write-fetch-head", remote, f"+{to}:{_FETCHED}"], checkout
-    ):
+    if remote is not None:
+        fetch = ["fetch", "--quiet", "--no-write-fetch-head", remote]
+        try:
+            if git_ok([*fetch, f"+{to}:{_FETCHED}/named"], checkout):
+                found = commit_id(checkout, f"{_FETCHED}/named")
+            if found is None and git_ok(
+                [*fetch, f"+refs/heads/*:{_FETCHED}/heads/*", f"+refs/tags/*:{_FETCHED}/tags/*"],
+                checkout,
+            ):
+                found = next(
+                    filter(
+                        None,
+                        (
+                            commit_id(checkout, name)
+                            for name in (to, f"{_FETCHED}/heads/{to}", f"{_FETCHED}/tags/{to}")
+                        ),
+                    ),
+                    None,
+                )
+        finally:
+            _drop_fetched(checkout)
+    if found is None:
         raise FlagScaleError(
             f"--to {to}: no commit or ref {to!r} in {backend.checkout} or its remote",
             hint=f"check the name, or fetch it: `git -C {backend.checkout} fetch origin {to}`",
         )
-    fetched = commit_id(checkout, _FETCHED)
-    git(["update-ref", "-d", _FETCHED], checkout, check=False)
-    if fetched is None:
-        raise FlagScaleError(f"--to {to}: the fetched ref is not a commit")
-    return fetched
+    return found
+
+
+def _drop_fetched(checkout: Path) -> None:
+    listed = git(["for-each-ref", "--format=%(refname)", f"{_FETCHED}/"], checkout, check=False)
+    for ref in listed.decode().split():
+        git(["update-ref", "-d", ref], checkout, check=False)
