@@ -136,9 +136,8 @@ def test_a_base_layer_conflict_stops_and_is_settled_into_backends(
     stopped = inv(root, "refresh", "--backend", BACKEND, "--to", new, "--no-smoke", check=False)
     assert stopped.returncode == 1
     assert "2 file(s) of the base layer backends/Megatron-LM/" in stopped.stderr
-    assert (
-        "  megatron/added.py: conflict, needs a hand: added by the layer and by the new pin"
-        in (stopped.stdout)
+    assert "  megatron/added.py: conflict, needs a hand: added by the layer and by the new pin" in (
+        stopped.stdout
     )
     checkout = root / "build" / "refresh"
     text = (checkout / "megatron/l.py").read_text()
