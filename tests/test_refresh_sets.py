@@ -172,6 +172,8 @@ def test_a_set_that_does_not_apply_on_its_own_base_is_reported_not_refreshed(
     old = text.split('sha256: "')[1].split('"')[0]
     metadata.write_text(text.replace(old, digest))
     run_git(root, "commit", "-qam", "a damaged set")
+    inv(root, "record-history", "--device-type", "Open_O1", "--backend", BACKEND)
+    run_git(root, "commit", "-qam", "history: the damaged set")
     result = inv(root, "refresh", "--backend", BACKEND, "--to", new, "--no-smoke")
     assert (
         "Open_O1: not refreshed: its Megatron-LM set does not apply to its own base"

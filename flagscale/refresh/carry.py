@@ -145,13 +145,15 @@ def carry_patch(objects: Objects, step: Step, patch: bytes, source: str) -> Carr
     """Carry ``patch`` (made against ``step.old``) to ``step.new``; see the module doc."""
     sections = parse_patch(patch, source)
     touched = list(dict.fromkeys(p for s in sections for p in s.paths))
+    if not objects.changed_paths(step.old, step.new).intersection(touched):
+        checked = objects.check_on(patch, step.old)  # kept as is, if it applies
+        if checked.entries is None:
+            return CarryResult("broken", [], reason=_first_errors(checked.stderr))
+        return CarryResult("unchanged", [FileOutcome(p, UNCHANGED) for p in touched])
     old = objects.entries(step.old)
     applied = objects.apply(patch, sparse(old, touched))
     if applied.entries is None:
         return CarryResult("broken", [], reason=_first_errors(applied.stderr))
-    changed = objects.changed_paths(step.old, step.new)
-    if not changed.intersection(touched):
-        return CarryResult("unchanged", [FileOutcome(p, UNCHANGED) for p in touched])
     return _Carrier(objects, step, old, applied.entries).run(sections, touched)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flagscale.core.gitcli import git
+from flagscale.refresh.state import refresh_dir
 from flagscale.upstream.workspace import Workspace
 
 __all__ = ["WORK_REF", "Put", "drop_work_ref", "make_commit", "paths_under", "write_blobs"]
@@ -111,5 +112,6 @@ def drop_work_ref(ws: Workspace) -> None:
 
 
 def _scratch_folder(ws: Workspace, prefix: str) -> Path:
-    ws.state_dir.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=ws.state_dir))
+    folder = refresh_dir(ws)
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=folder))

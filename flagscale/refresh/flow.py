@@ -63,7 +63,13 @@ from flagscale.refresh.publish import (
     unpublish,
 )
 from flagscale.refresh.records import device_changes, history_data, pin_changes
-from flagscale.refresh.report import build_report, render_report, write_report
+from flagscale.refresh.report import (
+    build_report,
+    counted,
+    notable,
+    render_report,
+    write_report,
+)
 from flagscale.refresh.set_carry import (
     DeviceSets,
     KeyRing,
@@ -538,7 +544,8 @@ class _Run:
                 "origin": carried.origin,
                 "encrypted": found.keys.get(name) is not None,
                 "plain": plain,
-                "files": [f.to_json() for f in result.files],
+                "files": notable([f.to_json() for f in result.files]),
+                "counts": counted([f.to_json() for f in result.files]),
             }
             self.save()
         self._device_commit(device, found)
@@ -561,6 +568,11 @@ class _Run:
             new_base=self.state["pin_commit"],
             refreshed_backend=self.backend.name,
             new_version=self.move.new_label if self.move.kind == "release" else None,
+            pins={
+                name: self.trees.pin(name, self.state["pin_commit"])
+                for name in entry["sets"]
+                if name != FLAGSCALE
+            },
         )
         lines = [
             f"{name}: {item['status']} ({_summary(item['files'])})"
@@ -675,7 +687,8 @@ class _Run:
             "origin": conflict["origin"],
             "encrypted": False,
             "plain": self.objects.write(patch),
-            "files": files,
+            "files": notable(files),
+            "counts": counted(files),
         }
         found = read_device(self.ws, self.committed, device, self.backend.name, self.keys)
         if not isinstance(found, str):

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,6 +63,8 @@ class Objects:
         self._blobs: dict[str, bytes] = {}
         self._trees: dict[str, Tree] = {}
         self._changes: dict[tuple[str, str], frozenset[str]] = {}
+        self._indexes: dict[str, Path] = {}
+        self._folder: Path | None = None
 
     # --- blobs ------------------------------------------------------------------------------
 
@@ -202,6 +205,20 @@ class Objects:
             env=env,
             check=False,
         )
+
+    def check_on(self, patch: bytes, tree: str) -> ApplyResult:
+        """Whether ``patch`` applies to ``tree``: ``git apply --check`` on an index of the whole
+        tree, read once and kept for every patch checked against the same tree."""
+        if tree not in self._indexes:
+            if self._folder is None:
+                self._folder = Path(tempfile.mkdtemp(prefix="refresh-trees-", dir=self.repo))
+                weakref.finalize(self, shutil.rmtree, self._folder, True)
+            index = self._folder / f"index-{len(self._indexes)}"
+            scratch_git(self.ws, ["read-tree", tree], index=index)
+            self._indexes[tree] = index
+        result = self._run(["apply", "--check", "--cached", "-"], patch, self._indexes[tree])
+        stderr = result.stderr.decode("utf-8", "replace")
+        return ApplyResult({} if result.returncode == 0 else None, "", stderr)
 
     def _fill(self, index: Path, entries: Iterable[TreeEntry]) -> None:
         payload = b"".join(

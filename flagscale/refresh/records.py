@@ -55,16 +55,28 @@ def pin_changes(
         changes[DECLARATION] = Put("100644", edit.text.encode("utf-8"))
     else:
         changes[backend.checkout] = Put("160000", oid=move.new_pin)
-    return {p: c for p, c in changes.items() if not _same_at(ws, head, p, c)}, notes
+    current = _entries_at(ws, head, list(changes))
+    return {p: c for p, c in changes.items() if not _same(current.get(p), c)}, notes
 
 
-def _same_at(ws: Workspace, commit: str, path: str, put: Put | None) -> bool:
-    listed = git(["ls-tree", "-z", commit, "--", path], ws.root).rstrip(b"\0")
-    if put is None or not listed:
-        return put is None and not listed
-    mode, _kind, oid = listed.split(b"\t")[0].decode().split()
+def _entries_at(ws: Workspace, commit: str, paths: list[str]) -> dict[str, tuple[str, str]]:
+    """(mode, oid) of each of ``paths`` that ``commit`` holds, in one ``ls-tree``."""
+    if not paths:
+        return {}
+    raw = git(["ls-tree", "-r", "-z", "--full-tree", commit, "--", *paths], ws.root)
+    found = {}
+    for record in filter(None, raw.split(b"\0")):
+        meta, _, name = record.partition(b"\t")
+        mode, _kind, oid = meta.decode().split()
+        found[name.decode("utf-8", "surrogateescape")] = (mode, oid)
+    return found
+
+
+def _same(current: tuple[str, str] | None, put: Put | None) -> bool:
+    if put is None or current is None:
+        return put is None and current is None
     wanted = put.oid if put.oid is not None else blob_oid(put.data or b"")
-    return mode == put.mode and oid == wanted
+    return current == (put.mode, wanted)
 
 
 def device_changes(
@@ -77,10 +89,12 @@ def device_changes(
     new_base: str,
     refreshed_backend: str,
     new_version: str | None,
+    pins: Mapping[str, str] | None = None,
 ) -> dict[str, Put | None]:
     """A device type's commit: each set's folder replaced by its carried files.
 
-    ``carried`` maps backend → the carried plain patch's blob (None: the stored bytes stay).
+    ``carried`` maps backend → the carried plain patch's blob (None: the stored bytes stay);
+    ``pins`` each upstream backend's pin at ``new_base`` when already known.
     """
     changes: dict[str, Put | None] = {}
     for name, plain_oid in sorted(carried.items()):
@@ -88,7 +102,8 @@ def device_changes(
         for path in paths_under(ws, parent, folder):
             changes[path] = None
         plain = objects.read(plain_oid) if plain_oid else None
-        files = set_files(ws, sets, name, new_base, plain, refreshed_backend, new_version)
+        pin = (pins or {}).get(name)
+        files = set_files(ws, sets, name, new_base, plain, refreshed_backend, new_version, pin)
         for file_name, data in files.items():
             changes[f"{folder}/{file_name}"] = Put("100644", data)
     return changes

@@ -23,6 +23,8 @@ from flagscale.upstream.workspace import Workspace
 
 __all__ = [
     "SCHEMA_VERSION",
+    "counted",
+    "notable",
     "build_report",
     "last_report",
     "matrix_view",
@@ -50,7 +52,7 @@ def build_report(state: dict[str, Any], status: str) -> dict[str, Any]:
         entry = state["devices"].get(device, {"status": "pending", "sets": {}})
         sets = []
         for backend, item in sorted(entry.get("sets", {}).items()):
-            counts = _counts(item.get("files", []))
+            counts = item.get("counts") or _counts(item.get("files", []))
             for name, count in counts.items():
                 summary[name] += count
             sets.append(
@@ -93,6 +95,16 @@ def build_report(state: dict[str, Any], status: str) -> dict[str, Any]:
         "notes": list(state.get("notes", [])),
     }
     return validate(document, "refresh-report", "refresh report")
+
+
+def notable(files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The files worth a line: all but those unchanged (they are only counted)."""
+    return [f for f in files if f["class"] != "unchanged" or not f["resolved"]]
+
+
+def counted(files: list[dict[str, Any]]) -> dict[str, int]:
+    """How many files of each class."""
+    return _counts(files)
 
 
 def _counts(files: list[dict[str, Any]]) -> dict[str, int]:

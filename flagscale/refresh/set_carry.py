@@ -145,12 +145,16 @@ def _plain(patch_set: CommittedPatchSet, keys: KeyRing) -> tuple[bytes, bytes | 
 
 
 class Trees:
-    """Each backend's tree at a FlagScale commit (the pin made present first), built once."""
+    """Each backend's tree at a FlagScale commit (the pin made present first), and what the
+    declaration says there (pin, version), each worked out once per refresh."""
 
     def __init__(self, ws: Workspace, objects: Objects) -> None:
         self.ws = ws
         self.objects = objects
         self._trees: dict[tuple[str, str], str] = {}
+        self._pins: dict[tuple[str, str], str] = {}
+        self._declared: dict[str, dict] = {}
+        self._layers: dict[tuple[str, str], frozenset[str]] = {}
 
     def at(self, backend: str, commit: str) -> str:
         key = (backend, commit)
@@ -159,78 +163,81 @@ class Trees:
                 tree = flagscale_tree(self.ws, commit, exclude=WORKTREE_EXCLUDES)
             else:
                 upstream = self.ws.backend(backend)
-                ensure_pin(self.ws, upstream, pin_at(self.ws, upstream, commit), declared_at=commit)
+                ensure_pin(self.ws, upstream, self.pin(backend, commit), declared_at=commit)
                 tree = layered_tree(self.ws, upstream, commit)
             self._trees[key] = tree
         return self._trees[key]
+
+    def pin(self, backend: str, commit: str) -> str:
+        key = (backend, commit)
+        if key not in self._pins:
+            self._pins[key] = pin_at(self.ws, self.ws.backend(backend), commit)
+        return self._pins[key]
+
+    def release(self, backend: str, commit: str) -> ReleaseSource | None:
+        """The release a commit declares for ``backend`` (None for submodules)."""
+        if commit not in self._declared:
+            self._declared[commit] = backends_at(self.ws.root, commit)
+        declared = self._declared[commit].get(backend)
+        if declared is None or not isinstance(declared.source, ReleaseSource):
+            return None
+        return declared.source
+
+    def layer_paths(self, backend: str, commit: str) -> frozenset[str]:
+        key = (backend, commit)
+        if key not in self._layers:
+            layer = self.ws.backend(backend).layer
+            raw = git(
+                ["ls-tree", "-r", "-z", "--name-only", commit, "--", f"{layer}/"], self.ws.root
+            )
+            self._layers[key] = frozenset(
+                name.decode("utf-8", "surrogateescape")[len(layer) + 1 :]
+                for name in raw.split(b"\0")
+                if name
+            )
+        return self._layers[key]
 
 
 def step_between(
     ws: Workspace, trees: Trees, backend: str, old: str, new: str, device: str
 ) -> Step:
     """The step of ``backend``'s set of ``device`` from FlagScale ``old`` to ``new``."""
-    origin = origin_between(ws, backend, old, new)
+    origin = origin_between(ws, trees, backend, old, new)
     labels = Labels(
-        ours=f"{_side(ws, backend, new)} (new)",
-        base=f"{_side(ws, backend, old)} (old)",
+        ours=f"{_side(trees, backend, new)} (new)",
+        base=f"{_side(trees, backend, old)} (old)",
         theirs=f"{device} {backend} set",
     )
     return Step(trees.at(backend, old), trees.at(backend, new), labels, origin)
 
 
-def origin_between(ws: Workspace, backend: str, old: str, new: str) -> Origin:
+def origin_between(ws: Workspace, trees: Trees, backend: str, old: str, new: str) -> Origin:
     """Where the differences of ``backend``'s tree between two FlagScale commits come from."""
     if backend == FLAGSCALE:
         return Origin(label=f"FlagScale {old[:12]} -> {new[:12]}", repo=ws.root, old=old, new=new)
     upstream = ws.backend(backend)
-    old_pin, new_pin = pin_at(ws, upstream, old), pin_at(ws, upstream, new)
-    layered = _layer_paths(ws, upstream.layer, old, new)
-    old_version, new_version = _version(ws, backend, old), _version(ws, backend, new)
-    if old_version and new_version:
-        package = _package(ws, backend, new)
-        return Origin(label=f"{package} {old_version} -> {new_version}", layered=layered)
-    checkout = ws.path(upstream.checkout)
+    layered = trees.layer_paths(backend, old) | trees.layer_paths(backend, new)
+    before, after = trees.release(backend, old), trees.release(backend, new)
+    if before is not None and after is not None:
+        label = f"{after.package} {before.version} -> {after.version}"
+        return Origin(label=label, layered=layered)
+    old_pin, new_pin = trees.pin(backend, old), trees.pin(backend, new)
     return Origin(
         label=f"{backend} {old_pin[:12]} -> {new_pin[:12]}",
-        repo=checkout,
+        repo=ws.path(upstream.checkout),
         old=old_pin,
         new=new_pin,
         layered=layered,
     )
 
 
-def _layer_paths(ws: Workspace, layer: str, *commits: str) -> frozenset[str]:
-    found: set[str] = set()
-    for commit in commits:
-        raw = git(["ls-tree", "-r", "-z", "--name-only", commit, "--", f"{layer}/"], ws.root)
-        found |= {
-            name.decode("utf-8", "surrogateescape")[len(layer) + 1 :]
-            for name in raw.split(b"\0")
-            if name
-        }
-    return frozenset(found)
-
-
-def _version(ws: Workspace, backend: str, commit: str) -> str | None:
-    declared = backends_at(ws.root, commit).get(backend)
-    if declared is None or not isinstance(declared.source, ReleaseSource):
-        return None
-    return declared.source.version
-
-
-def _package(ws: Workspace, backend: str, commit: str) -> str:
-    declared = backends_at(ws.root, commit)[backend]
-    assert isinstance(declared.source, ReleaseSource)
-    return declared.source.package
-
-
-def _side(ws: Workspace, backend: str, commit: str) -> str:
+def _side(trees: Trees, backend: str, commit: str) -> str:
     if backend == FLAGSCALE:
         return f"FlagScale {commit[:12]}"
-    version = _version(ws, backend, commit)
-    if version:
-        return f"{backend} {version}"
-    return f"{backend} {pin_at(ws, ws.backend(backend), commit)[:12]}"
+    release = trees.release(backend, commit)
+    if release is not None:
+        return f"{backend} {release.version}"
+    return f"{backend} {trees.pin(backend, commit)[:12]}"
 
 
 def carry_set(
@@ -254,6 +261,7 @@ def set_files(
     plain: bytes | None,
     refreshed_backend: str,
     new_version: str | None,
+    pin: str | None = None,
 ) -> dict[str, bytes]:
     """``metadata.yaml`` and the patch file of a carried set (``plain`` None: keep the bytes)."""
     committed = sets.sets[backend]
@@ -278,7 +286,10 @@ def set_files(
                 "encrypted": key is not None,
             },
         )
-    pin = None if backend == FLAGSCALE else pin_at(ws, ws.backend(backend), new_base)
+    if backend == FLAGSCALE:
+        pin = None
+    elif pin is None:
+        pin = pin_at(ws, ws.backend(backend), new_base)
     version = new_version if backend == refreshed_backend and new_version else old.backend_version
     metadata = PatchMetadata(
         device_type=old.device_type,

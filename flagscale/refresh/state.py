@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,12 @@ STATE_VERSION = 1
 
 def refresh_dir(ws: Workspace) -> Path:
     """``.git/flagscale/refresh``: the refresh's private folder (never committed)."""
-    return ws.state_dir / "refresh"
+    return _state_dir(ws.root) / "refresh"
+
+
+@lru_cache(maxsize=16)
+def _state_dir(root: Path) -> Path:
+    return Workspace(root=root, backends={}).state_dir
 
 
 def load_state(ws: Workspace) -> dict[str, Any] | None:
@@ -59,10 +65,13 @@ def load_state(ws: Workspace) -> dict[str, Any] | None:
 
 
 def save_state(ws: Workspace, state: dict[str, Any]) -> None:
-    """Write the state whole: validated, beside the file, then renamed into place."""
+    """Write the state whole, beside the file, then renamed into place.
+
+    It is checked against its schema when read (``load_state``); written compact, since it is
+    rewritten after every step and read by the tool only.
+    """
     state["version"] = STATE_VERSION
-    document = validate(state, "refresh-state", "refresh state")
-    text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    text = json.dumps(state, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n"
     write_atomically(refresh_dir(ws) / STATE_NAME, text.encode("utf-8"))
 
 
