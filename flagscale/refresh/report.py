@@ -229,8 +229,6 @@ def _file_lines(where: str, entry: dict[str, Any]) -> list[str]:
     word = entry["class"].replace("_", " ")
     if not entry["resolved"]:
         word += ", needs a hand"
-    elif entry["class"] == "conflict":
-        word += ", settled by hand"
     moved = f" -> {entry['new_path']}" if entry.get("new_path") else ""
     detail = f": {entry['detail']}" if entry.get("detail") else ""
     lines = [f"{where}{moved}: {word}{detail}"]
