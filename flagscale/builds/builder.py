@@ -586,6 +586,9 @@ def _link_source(ws: Workspace, plan: BuildPlan, components: list[Component], pa
         return f"{label}: {path}"
     base = plan.flagscale_base[:12]
     if not component.prefix:
+        layers = [b.layer for b in ws.backends.values()]
+        if any(path.startswith(f"{layer}/") for layer in layers):
+            return f"{path} (the base layer at FlagScale {base})"
         return f"{path} (FlagScale's files at {base})"
     backend = ws.backend(component.name)
     if _in_layer(ws, backend.layer, plan.flagscale_base, inner):
