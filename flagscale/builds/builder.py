@@ -133,7 +133,8 @@ def build_devices(ws: Workspace, request: BuildRequest) -> dict[str, Path]:
     _run_builds(ws, pending, request)
     result = {plan.device_type: root / plan.device_type for plan in plans}
     if len(devices) > 1:
-        _write_hetero_map(root, result, request)
+        with reported_write_failures(root / HETERO_MAP, _shown):
+            _write_hetero_map(root, result, request)
     return result
 
 
