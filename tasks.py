@@ -8,10 +8,17 @@ accept them repeated (``--backend A --backend B``) or in one quoted/comma-separa
 
 from __future__ import annotations
 
-from invoke import Collection, Context, task
+from invoke import Collection, Context
 from invoke.exceptions import Exit
 
-from flagscale.core.cli import accept_space_separated_values, report_errors, split_names
+from flagscale.core.cli import (
+    accept_space_separated_values,
+    key_files,
+    refuse_flags,
+    report_errors,
+    split_names,
+    task,
+)
 
 VERBOSE_HELP = "show the full traceback on failure"
 
@@ -65,11 +72,18 @@ def unpatch(
                 task=split_names(task),
                 backends=split_names(backend),
                 commit=commit,
-                key_paths=split_names(key_path),
+                key_paths=key_files(key_path),
                 force=force,
             ),
         )
         return
+    refuse_flags(
+        "only with --device-type (building build/<Vendor_Model>/); inv unpatch alone lays the"
+        " base layer at the checked-out pin",
+        task=task,
+        commit=commit,
+        key_path=key_path,
+    )
     chosen = mode or "symlink"
     report_errors(verbose, lambda: lay(None, split_names(backend), mode=chosen, force=force))
 
@@ -123,6 +137,11 @@ def patch(
         "contact": contact,
     }
     if device_type is not None or any(v not in (None, []) for v in vendor.values()):
+        refuse_flags(
+            "with --device-type: making patch sets overwrites nothing (uncommitted edits in"
+            " hardware/<V_M>/ are refused, never discarded)",
+            force=force,
+        )
         report_errors(
             verbose,
             lambda: patch_command(device_type, backends=split_names(backend), **vendor),
@@ -153,11 +172,7 @@ namespace.add_task(import_release)
 # --- vendor patch sets, history, builds (flows 2 and 3) ----------------------------------------
 
 
-from flagscale.builds.command import BuildTask  # noqa: E402 - gives --three-way its git spelling --3way
-
-
 @task(
-    klass=BuildTask,
     iterable=["device", "key_path"],
     help={
         "device": "device type(s) to build (Vendor_Model); several make build/hetero.json",
@@ -186,10 +201,11 @@ def build(
     verbose: bool = False,
 ) -> None:
     """Build isolated trees build/<Vendor_Model>/ from the vendor patch sets in the history."""
+    keys = report_errors(verbose, lambda: key_files(key_path))
     options = dict(
         task=task,
         commit=commit,
-        key_paths=split_names(key_path),
+        key_paths=keys,
         three_way=three_way,
         jobs=jobs,
         force=force,
@@ -409,7 +425,7 @@ def matrix(
             json_path=json,
             html_path=html,
             results_dir=results,
-            key_paths=split_names(key_path),
+            key_paths=key_files(key_path),
             strict=strict,
         ),
     )
@@ -421,6 +437,4 @@ namespace.add_task(verify_bundle)
 namespace.add_task(matrix)
 
 # Seed 000's spelling: `--backend Megatron-LM FlagScale`, `--task train post_train`.
-accept_space_separated_values(
-    [name.replace("_", "-") for name in namespace.task_names] + list(namespace.task_names)
-)
+accept_space_separated_values(namespace)

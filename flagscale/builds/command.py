@@ -8,26 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from invoke.tasks import Task
+from typing import TYPE_CHECKING
 
 from flagscale.core.errors import FlagScaleError
 
 if TYPE_CHECKING:
     from flagscale.vendor.stored_sets import SetSource
 
-__all__ = ["BuildTask", "build_command", "unpatch_device_command"]
-
-
-class BuildTask(Task):
-    """An invoke task whose ``three_way`` flag is also spelled ``--3way``, as git spells it."""
-
-    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
-        opts = super().arg_opts(name, default, taken_names)
-        if name == "three_way":
-            opts["names"] = ["3way", "three-way"]
-        return opts
+__all__ = ["build_command", "unpatch_device_command"]
 
 
 def build_command(
