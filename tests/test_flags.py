@@ -25,7 +25,9 @@ def flag_names() -> dict[str, dict[str, tuple[str, ...]]]:
     """task → argument → every name it answers to (long and short)."""
     namespace = tasks_collection()
     return {
-        name: {(arg.attr_name or arg.name): tuple(arg.names) for arg in namespace[name].get_arguments()}
+        name: {
+            (arg.attr_name or arg.name): tuple(arg.names) for arg in namespace[name].get_arguments()
+        }
         for name in namespace.task_names
     }
 
