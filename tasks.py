@@ -182,6 +182,8 @@ namespace.add_task(import_release)
         "three_way": "merge hunks that do not apply; conflicts go to build/<V_M>.conflicts/",
         "jobs": "device types built at once (default: one per CPU, at most one per device)",
         "force": "replace a build changed by hand (the changes are saved as a patch first)",
+        "work_tree": "vendors, before the history records them: build the patch sets in your"
+        " work tree's hardware/<V_M>/ (committed or not)",
         "bundle": "build from this release bundle, verified first (needs --trust)",
         "trust": "the release manager's public key (K.pub) that must have signed --bundle",
         "verbose": VERBOSE_HELP,
@@ -196,11 +198,19 @@ def build(
     three_way: bool = False,
     jobs: int = 0,
     force: bool = False,
+    work_tree: bool = False,
     bundle: str | None = None,
     trust: str | None = None,
     verbose: bool = False,
 ) -> None:
     """Build isolated trees build/<Vendor_Model>/ from the vendor patch sets in the history."""
+    if work_tree:
+        refuse_flags(
+            "with --work-tree: the sets in your work tree are built",
+            commit=commit,
+            bundle=bundle,
+            trust=trust,
+        )
     keys = report_errors(verbose, lambda: key_files(key_path))
     options = dict(
         task=task,
@@ -219,7 +229,9 @@ def build(
         return
     from flagscale.builds.command import build_command
 
-    report_errors(verbose, lambda: build_command(split_names(device), **options))
+    report_errors(
+        verbose, lambda: build_command(split_names(device), work_tree=work_tree, **options)
+    )
 
 
 namespace.add_task(build)

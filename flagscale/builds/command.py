@@ -30,15 +30,24 @@ def build_command(
     force: bool = False,
     start: Path | None = None,
     source: SetSource | None = None,
+    work_tree: bool = False,
 ) -> dict[str, Path]:
     """``inv build --device V_M ...``: build the device types' trees in the workspace.
 
     ``source`` says where the patch sets come from (default: the history commit's git objects;
-    ``flagscale.release.bundle_build`` passes a verified bundle's).
+    ``flagscale.release.bundle_build`` passes a verified bundle's). ``work_tree`` builds the
+    unrecorded sets in the work tree's ``hardware/<V_M>/`` (``inv build --work-tree``).
     """
     from flagscale.builds.builder import BuildRequest, build_devices
     from flagscale.upstream.workspace import find_workspace
     from flagscale.vendor.stored_sets import GIT_SETS
+
+    if work_tree:
+        from flagscale.vendor.worktree_sets import WorkTreeSets
+
+        if source is not None:
+            raise FlagScaleError("--work-tree and --bundle exclude each other")
+        source = WorkTreeSets()
 
     if jobs < 0:
         raise FlagScaleError(f"--jobs {jobs}: must be 0 (automatic) or more")
