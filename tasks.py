@@ -8,6 +8,8 @@ accept them repeated (``--backend A --backend B``) or in one quoted/comma-separa
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from invoke import Collection, Context
 from invoke.exceptions import Exit
 
@@ -15,6 +17,7 @@ from flagscale.core.cli import (
     accept_space_separated_values,
     key_files,
     refuse_flags,
+    remember_tasks_folder,
     report_errors,
     split_names,
     task,
@@ -23,6 +26,7 @@ from flagscale.core.cli import (
 VERBOSE_HELP = "show the full traceback on failure"
 
 namespace = Collection()
+remember_tasks_folder(Path(__file__).parent)  # `inv -r <clone>` from elsewhere: say `cd <clone>`
 
 
 # --- workspace: unpatch / patch (flow 1) -------------------------------------------------------

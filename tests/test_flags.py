@@ -175,3 +175,14 @@ def test_a_missing_key_file_is_refused_even_when_no_set_is_encrypted(
         " never created here)"
     ]
     assert not (origin.root / "build" / DEVICE).exists()
+
+
+def test_outside_a_workspace_inv_r_names_the_clone_to_cd_into(tmp_path: Path) -> None:
+    for command in (("build", "--device", DEVICE), ("matrix",), ("unpatch",)):
+        result = inv(tmp_path, *command, check=False)  # tasks.py found with -r, cwd elsewhere
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines() == [
+            f"error: not inside a FlagScale workspace: no backends/backends.yaml in"
+            f" {tmp_path.resolve()} or its parents (cd {TOOL_ROOT} first; paths you pass may"
+            " point anywhere)"
+        ]

@@ -33,9 +33,11 @@ __all__ = [
     "key_files",
     "paths",
     "refuse_flags",
+    "remember_tasks_folder",
     "report_errors",
     "split_names",
     "task",
+    "tasks_folder",
 ]
 
 T = TypeVar("T")
@@ -178,6 +180,22 @@ def refuse_flags(reason: str, **flags: object) -> None:
     if len(given) > 1:
         verb = "apply" if verb == "applies" else "do not apply"
     raise Exit(f"error: {', '.join(given)} {verb} {reason}", code=1)
+
+
+# --- where the tasks are: `inv -r <clone>` run from another folder ----------------------------
+
+_tasks_folder: list[Path] = []
+
+
+def remember_tasks_folder(folder: Path) -> None:
+    """Note where the running ``tasks.py`` is: a command run outside any workspace
+    (``inv -r ~/FlagScale ...`` from another folder) then says which folder to ``cd`` into."""
+    _tasks_folder[:] = [folder.resolve()]
+
+
+def tasks_folder() -> list[Path]:
+    """The folder of the running ``tasks.py``, if ``remember_tasks_folder`` was told it."""
+    return list(_tasks_folder)
 
 
 # --- several values after one flag (seed 000's spelling) --------------------------------------
