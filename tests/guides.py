@@ -15,9 +15,11 @@ Marks, as an HTML comment (invisible on the rendered page), are rare and say why
   guide's steps first (the reason says which).
 
 The test machine differs from a reader's in two ways, both to keep the suite fast and offline:
-``nox`` makes no virtualenv (``--no-venv --no-install``: the test environment already holds what
-its sessions install), and ``python`` is a throw-away virtualenv layered on the test environment,
-so ``python -m pip install -e .`` installs the clone without touching the test environment.
+``nox`` makes no virtualenv (``--no-venv --no-install``: its sessions run in the test environment,
+which already holds what they would install), and ``python`` is a throw-away virtualenv layered
+on the test environment, so ``python -m pip install -e .`` installs the clone without touching
+the test environment (``inv``, ``nox`` and every program the test environment installs run in
+the test environment itself).
 Release archives come from one download cache shared by every guide of the session.
 """
 
@@ -39,7 +41,8 @@ FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`\n]*)$
 SKIP = re.compile(r"^\s*<!--\s*guide:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->\s*$")
 SETUP_START = re.compile(r"^\s*<!--\s*guide:\s*setup\s*\((?P<reason>[^)]+)\)\s*$")
 MARK = re.compile(r"<!--\s*guide:")
-NOX_SHIM = '#!/bin/sh\nexec python -m nox --no-venv --no-install "$@"\n'
+# nox without virtualenvs, its sessions run by the test environment's Python (first on PATH).
+NOX_SHIM = '#!/bin/sh\nPATH="{bin}:$PATH" exec "{python}" -m nox --no-venv --no-install "$@"\n'
 MARKER = "::guide-block"
 
 
@@ -179,7 +182,8 @@ def tools(folder: Path) -> dict[str, str]:
     (purelib / "guide-test-environment.pth").write_text("".join(f"{p}\n" for p in sorted(here)))
     shims = folder / "shims"
     shims.mkdir()
-    (shims / "nox").write_text(NOX_SHIM)
+    test_bin = Path(sys.executable).parent
+    (shims / "nox").write_text(NOX_SHIM.format(bin=test_bin, python=sys.executable))
     (shims / "nox").chmod(0o755)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     env["VIRTUAL_ENV"] = str(venv)
