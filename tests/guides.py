@@ -35,7 +35,15 @@ from pathlib import Path
 
 from tests.gitrepos import TOOL_ROOT, run_git
 
-__all__ = ["Block", "GuideFailure", "blocks", "guide_paths", "prepare_clone", "run_guide"]
+__all__ = [
+    "GUIDE_ENV",
+    "Block",
+    "GuideFailure",
+    "blocks",
+    "guide_paths",
+    "prepare_clone",
+    "run_guide",
+]
 
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>[^`\n]*)$")
 SKIP = re.compile(r"^\s*<!--\s*guide:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->\s*$")
@@ -44,6 +52,7 @@ MARK = re.compile(r"<!--\s*guide:")
 # nox without virtualenvs, its sessions run by the test environment's Python (first on PATH).
 NOX_SHIM = '#!/bin/sh\nPATH="{bin}:$PATH" exec "{python}" -m nox --no-venv --no-install "$@"\n'
 MARKER = "::guide-block"
+GUIDE_ENV = "FLAGSCALE_GUIDE"  # set to the guide's path while its blocks run
 
 
 @dataclass(frozen=True)
@@ -204,6 +213,7 @@ def run_guide(
     clone = prepare_clone(folder / "FlagScale", source)
     env = tools(folder)
     env["FLAGSCALE_CACHE"] = str(cache)
+    env[GUIDE_ENV] = relative
     try:
         result = subprocess.run(
             ["bash", "-c", script(guide_blocks)],

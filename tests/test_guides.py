@@ -140,3 +140,19 @@ def test_guides_run_in_a_clone_and_leave_the_checkout_alone(tmp_path: Path) -> N
     assert not (source / "hardware" / "made-by-guide").exists()
     assert (tmp_path / "run" / "FlagScale" / "hardware" / "made-by-guide").exists()
     assert os.environ.get("VIRTUAL_ENV") != str(tmp_path / "run" / "venv")
+
+
+def test_the_suite_started_from_a_guide_stops_at_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_atomic.py"],
+        cwd=TOOL_ROOT,
+        env={**os.environ, "FLAGSCALE_GUIDE": "docs/ci.md"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 4
+    assert "the test suite was started by a block of docs/ci.md" in result.stdout + result.stderr
