@@ -97,7 +97,7 @@ def test_patch_dash_m_is_the_commit_message(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     missing = result.stderr.strip()
-    assert missing.startswith("error: missing --backend-version, --models:"), missing
+    assert missing.startswith("error: missing --models:"), missing
     assert "--message" not in missing
 
 

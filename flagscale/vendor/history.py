@@ -218,7 +218,15 @@ def _no_entry(ws: Workspace, device_type: str) -> str:
             f" them with `inv build --device {device_type} --work-tree`; the history records them"
             " after the merge"
         )
-    return "check the device type, or ask its vendor to record the patch sets"
+    return _known_devices_hint(load_history(ws))
+
+
+def _known_devices_hint(history: History) -> str:
+    """Which device types the history knows, or that it knows none."""
+    known = sorted(history)
+    if not known:
+        return "the history records no device type yet: ask the vendor to record its patch sets"
+    return f"known device types: {', '.join(known)} (or ask the vendor to record the patch sets)"
 
 
 def _newest(ws: Workspace, device_type: str, entries: list[HistoryEntry]) -> HistoryEntry:
