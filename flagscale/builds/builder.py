@@ -73,6 +73,7 @@ __all__ = [
     "HETERO_MAP",
     "BuildRequest",
     "ConflictError",
+    "MissingKeyError",
     "build_devices",
     "build_root",
 ]
@@ -84,6 +85,25 @@ _ROOT_ONLY = ("third_party", "build")  # FlagScale's patch set may not reach int
 
 class ConflictError(FlagScaleError):
     """``--3way`` left conflicts; the files with markers are in ``build/<V_M>.conflicts/``."""
+
+
+class MissingKeyError(FlagScaleError):
+    """An encrypted patch file and no key given (callers without ``--key-path`` reword it)."""
+
+    def __init__(self, path: str, patch_set: SetPlan) -> None:
+        self.path, self.key_id, self.contact = path, patch_set.key_id, patch_set.contact
+        super().__init__(
+            f"{path} is encrypted{self.with_key}: no --key-path given",
+            hint=f"{self.ask}, then pass --key-path <key file>",
+        )
+
+    @property
+    def with_key(self) -> str:
+        return f" with key {self.key_id}" if self.key_id else ""
+
+    @property
+    def ask(self) -> str:
+        return f"ask {self.contact} for it" if self.contact else "ask the vendor"
 
 
 @dataclass(frozen=True)
@@ -285,7 +305,7 @@ def _hand_changes(target: Path, limit: int = 3) -> list[str]:
 
 
 def _where(plan: BuildPlan) -> str:
-    return f"FlagScale {plan.flagscale_base[:12]}, patch sets of {plan.choice.commit[:12]}"
+    return f"FlagScale {plan.flagscale_base[:12]}, {plan.choice.described}"
 
 
 def _shown(path: Path) -> str:
@@ -349,7 +369,7 @@ def _build_one(
         container.mkdir(parents=True)
         crash_point("build:staging-made")
         try:
-            progress.step(f"reading patch sets at {plan.choice.commit[:12]}")
+            progress.step(f"reading {plan.choice.described}")
             assembler = Assembler(_scratch(ws), container / "git")
             components = _components(ws, plan, bases, request)
             progress.step("applying patch sets")
@@ -486,12 +506,7 @@ class _KeyRing:
         self, patch_set: SetPlan, path: str, name: str, scheme: str | None, data: bytes
     ) -> bytes:
         if not self.paths:
-            expected = f" with key {patch_set.key_id}" if patch_set.key_id else ""
-            contact = f"ask {patch_set.contact} for it" if patch_set.contact else "ask the vendor"
-            raise FlagScaleError(
-                f"{path} is encrypted{expected}: no --key-path given",
-                hint=f"{contact}, then pass --key-path <key file>",
-            )
+            raise MissingKeyError(path, patch_set)
         if scheme == "legacy":
             return self._decrypt_legacy(path, data)
         from flagscale.vendor import crypto

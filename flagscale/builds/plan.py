@@ -59,7 +59,7 @@ class BuildPlan:
     def inputs(self) -> dict[str, Any]:
         """The fingerprinted inputs (schema build-record, ``inputs``)."""
         components = [self._component(FLAGSCALE)] + [self._component(b) for b in self.backends]
-        return {
+        inputs: dict[str, Any] = {
             "format": PLAN_FORMAT,
             "tool_version": __version__,
             "device_type": self.device_type,
@@ -70,6 +70,9 @@ class BuildPlan:
             "components": components,
             "options": {"three_way": self.three_way},
         }
+        if not self.choice.recorded:
+            inputs["sets_from"] = "work-tree"  # never the fingerprint of a recorded build
+        return inputs
 
     def _component(self, backend: str) -> dict[str, Any]:
         patch_set = self.sets.get(backend)

@@ -53,11 +53,19 @@ class HistoryChoice:
     backends: tuple[str, ...]
     commit: str
     commits: tuple[str, ...]  # the whole line, oldest first
+    recorded: bool = True  # False: the sets in the work tree (inv build --work-tree), at HEAD
 
     @property
     def key(self) -> str:
         """The backend key as written in the history (``FlagScale+Megatron-LM``)."""
         return "+".join(sorted(self.backends))
+
+    @property
+    def described(self) -> str:
+        """Where the sets come from, for messages: ``patch sets of <commit>`` or the work tree."""
+        if not self.recorded:
+            return "unrecorded patch sets in the work tree"
+        return f"patch sets of {self.commit[:12]}"
 
 
 @dataclass(frozen=True)
