@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # nox may run from a Python where the tool is not installed
     sys.path.insert(0, str(ROOT))
 
-from flagscale.ci.main import device_types  # noqa: E402
+from flagscale.ci.devices import device_types  # noqa: E402
 
 nox.options.sessions = ["tests", "lint", "validate"]
 nox.options.reuse_existing_virtualenvs = True
@@ -39,10 +39,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint and format-check with ruff."""
-    session.install("ruff>=0.6")
+    """Lint and format-check with ruff; check the import layers (docs/architecture.md)."""
+    session.install("ruff>=0.6", "import-linter>=2.1")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
 
 
 @nox.session
