@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flagscale.build.builder import BuildRequest, build_devices
+from flagscale.builds.builder import BuildRequest, build_devices
 from flagscale.upstream.workspace import find_workspace
 from tests.build_fixtures import quiet
 from tests.flagscale_checkout import (
