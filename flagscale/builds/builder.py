@@ -274,6 +274,8 @@ def _build_one(
             components = _components(ws, plan, bases, request)
             progress.step("applying patch sets")
             tree = _assemble(root, plan, components, assembler)
+            for note in assembler.notes:
+                request.report(f"{plan.device_type}: {note}")
             progress.step(f"writing {_shown(target)}")
             staged = container / "tree"
             assembler.write_out(tree, staged)
@@ -322,7 +324,7 @@ def _components(
                 prefix="" if name == FLAGSCALE else f"third_party/{name}",
                 base_tree=bases[name],
                 pieces=_pieces(patch_set, blobs, keys),
-                whitespace_fix=bool(patch_set and patch_set.whitespace_fix),
+                legacy=bool(patch_set and patch_set.layout == "legacy"),
             )
         )
     return components

@@ -174,7 +174,6 @@ def read_legacy_set(
         key_id=None,
         contact=metadata.contact,
         apply_layer=False,
-        whitespace_fix=True,
         source=source,
     )
 

@@ -40,7 +40,6 @@ class SetPlan:
     key_id: str | None = None
     contact: str = ""
     apply_layer: bool = True  # legacy backend patches already contain the base layer
-    whitespace_fix: bool = False  # legacy sets were applied with --whitespace=fix
     source: str = ""  # the metadata file, for messages
 
 
