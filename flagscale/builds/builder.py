@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,7 @@ from flagscale.core.gitcli import git
 from flagscale.core.progress import Progress
 from flagscale.core.schema import validate
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
+from flagscale.vendor.keyring import KeyRing
 from flagscale.vendor.stored_sets import GIT_SETS, SetPlan, SetSource, read_blobs
 
 __all__ = [
@@ -314,7 +315,7 @@ def _components(
     """Each part of the tree with its base tree and its (decrypted) patch pieces."""
     files = [f for s in plan.sets.values() for f in s.files]
     blobs = read_blobs(ws, [f.blob for f in files if f.data is None])
-    keys = _KeyRing(request.key_paths)
+    keys = KeyRing(request.key_paths)
     components = []
     for name in [FLAGSCALE, *plan.backends]:
         patch_set = plan.sets.get(name)
@@ -369,7 +370,7 @@ def _ensure_pin(ws: Workspace, name: str, pin: str, declared_at: str) -> None:
 
 
 def _pieces(
-    patch_set: SetPlan | None, blobs: dict[str, bytes], keys: _KeyRing
+    patch_set: SetPlan | None, blobs: dict[str, bytes], keys: KeyRing
 ) -> tuple[PatchPiece, ...]:
     """The set's patch files, checked against their recorded sha256 and decrypted, in order."""
     if patch_set is None:
@@ -387,65 +388,6 @@ def _pieces(
             data = keys.decrypt(patch_set, stored.path, stored.name, stored.scheme, data)
         pieces.append(PatchPiece(label=stored.path, text=data))
     return tuple(pieces)
-
-
-class _KeyRing:
-    """The ``--key-path`` files, loaded on demand and matched to a set by its key id."""
-
-    def __init__(self, paths: Sequence[Path]) -> None:
-        self.paths = list(dict.fromkeys(Path(p) for p in paths))
-        self._keys: dict[Path, bytes] = {}
-
-    def decrypt(
-        self, patch_set: SetPlan, path: str, name: str, scheme: str | None, data: bytes
-    ) -> bytes:
-        if not self.paths:
-            expected = f" with key {patch_set.key_id}" if patch_set.key_id else ""
-            contact = f"ask {patch_set.contact} for it" if patch_set.contact else "ask the vendor"
-            raise FlagScaleError(
-                f"{path} is encrypted{expected}: no --key-path given",
-                hint=f"{contact}, then pass --key-path <key file>",
-            )
-        if scheme == "legacy":
-            return self._decrypt_legacy(path, data)
-        from flagscale.vendor import crypto
-
-        key, label = self._fsenc_key(patch_set)
-        return crypto.decrypt_file_bytes(data, key, name=name, source=path, key_label=label)
-
-    def _fsenc_key(self, patch_set: SetPlan) -> tuple[bytes, str]:
-        from flagscale.vendor import crypto
-
-        loaded: list[tuple[bytes, str]] = []
-        failure: FlagScaleError | None = None
-        for path in self.paths:
-            try:
-                key = self._keys.get(path) or crypto.load_key(
-                    path, contact=patch_set.contact or None
-                )
-            except FlagScaleError as exc:
-                failure = failure or exc
-                continue
-            self._keys[path] = key
-            if crypto.key_id(key) == patch_set.key_id:
-                return key, str(path)
-            loaded.append((key, str(path)))
-        if loaded:
-            return loaded[0]  # the wrong key: decryption names the expected one
-        assert failure is not None
-        raise failure
-
-    def _decrypt_legacy(self, path: str, data: bytes) -> bytes:
-        from flagscale.vendor.legacy_crypto import decrypt_legacy
-
-        failure: FlagScaleError | None = None
-        for key_path in self.paths:
-            try:
-                return decrypt_legacy(data, key_path, source=path)
-            except FlagScaleError as exc:
-                failure = failure or exc
-        assert failure is not None
-        raise failure
 
 
 # --- applying ---------------------------------------------------------------------------------

@@ -41,6 +41,11 @@ class SetPlan:
     contact: str = ""
     apply_layer: bool = True  # legacy backend patches already contain the base layer
     source: str = ""  # the metadata file, for messages
+    device_type: str = ""
+    tasks: tuple[str, ...] = ()  # the tasks its metadata lists (a legacy set without: all)
+    metadata_path: str = ""  # workspace-relative: metadata.yaml, diff.yaml or <short>.yaml
+    metadata_blob: str = ""
+    backend_version: str | None = None
 
 
 @dataclass(frozen=True)
