@@ -284,6 +284,16 @@ class Assembler:
                     hint="restore the patch file from git, or ask the vendor to regenerate it",
                 )
 
+    def entries(self, tree: str) -> dict[str, tuple[str, str]]:
+        """Every file of ``tree``: path → (mode, blob id)."""
+        raw = self.run(["ls-tree", "-r", "-z", "--full-tree", tree], "list")
+        found = {}
+        for record in filter(None, raw.split(b"\0")):
+            meta, _, name = record.partition(b"\t")
+            mode, _kind, oid = meta.decode().split()
+            found[name.decode("utf-8", "surrogateescape")] = (mode, oid)
+        return found
+
     def unmerged(self, index: str) -> list[str]:
         """Paths with conflict stages in temp index ``index``."""
         raw = self.run(["ls-files", "-u", "-z"], index).decode("utf-8", "surrogateescape")

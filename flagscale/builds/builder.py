@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +54,7 @@ from flagscale.vendor.keyring import KeyRing
 from flagscale.vendor.stored_sets import GIT_SETS, SetPlan, SetSource, read_blobs
 
 __all__ = [
+    "assemble_trees",
     "BUILD_DIR",
     "HETERO_MAP",
     "BuildRequest",
@@ -291,6 +292,21 @@ def _build_one(
         remove_tree(_conflicts_path(target))
     progress.finish(f"built {_shown(target)} ({_where(plan)})")
     return target
+
+
+def assemble_trees(
+    ws: Workspace, plan: BuildPlan, key_paths: Sequence[Path], work: Path
+) -> tuple[dict[str, str], Assembler]:
+    """The tree of each part of ``plan``'s build (prefix → tree id: "" for FlagScale's own
+    files, ``third_party/<backend>`` for each backend), made exactly as ``inv build`` makes them,
+    without writing the files out. The new objects go under ``work``; the returned Assembler
+    reads them (``entries``) until ``work`` is removed."""
+    bases = _base_trees(ws, plan, {})
+    request = BuildRequest(devices=(plan.device_type,), key_paths=tuple(key_paths))
+    components = _components(ws, plan, bases, request)
+    assembler = Assembler(_scratch(ws), work)
+    trees = {c.prefix: assembler.patched_tree(c, three_way=False) for c in components}
+    return trees, assembler
 
 
 def _write_record(staged: Path, plan: BuildPlan, tree: str) -> None:

@@ -65,6 +65,7 @@ class LegacyMetadata:
         self.source = source
         self.device_type = str(data.get("device_type", ""))
         self.tasks = tuple(str(t) for t in _as_list(data.get("task")))
+        self.models = tuple(str(m) for m in _as_list(data.get("models")))
         self.contact = str(data.get("contact") or "")
         self.backends_commit = {
             str(name): _commit_text(value)
