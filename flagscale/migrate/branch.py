@@ -64,9 +64,13 @@ def make_commit(
     parent: str,
     changes: Mapping[str, Change | None],
     message: str,
+    *,
+    date: str | None = None,
 ) -> Commit:
     """A new commit on ``parent``: its tree with ``changes`` (path → Change, or None to remove
-    the path and everything under it). The work tree, the index and the branch stay as they were."""
+    the path and everything under it), dated ``date`` (git's raw ``<seconds> <zone>``) when given,
+    so that the same inputs give the same commit. The work tree, the index and the branch stay
+    as they were."""
     folder = Path(tempfile.mkdtemp(prefix="commit-", dir=ws.state_dir))
     env = {"GIT_INDEX_FILE": str(folder / "index")}
     try:
@@ -91,7 +95,9 @@ def make_commit(
         tree = git(["write-tree"], ws.root, env=env).decode().strip()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    commit = git(["commit-tree", tree, "-p", parent, "-m", message], ws.root).decode().strip()
+    dates = {"GIT_AUTHOR_DATE": date, "GIT_COMMITTER_DATE": date} if date else None
+    command = ["commit-tree", tree, "-p", parent, "-m", message]
+    commit = git(command, ws.root, env=dates).decode().strip()
     return Commit(commit, tree)
 
 

@@ -36,18 +36,31 @@ from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git, git_text
 from flagscale.core.killpoints import reached
 from flagscale.migrate import base_layer
-from flagscale.migrate.branch import Change, finish_move, make_commit, move_branch, write_blobs
+from flagscale.migrate.branch import (
+    Change,
+    Commit,
+    finish_move,
+    make_commit,
+    move_branch,
+    write_blobs,
+)
 from flagscale.migrate.convert import SCOPE_EXCLUDES, DeviceSets, convert_device, layout_of
 from flagscale.migrate.report import ImportReport, LayerRow, SetRow, render_table, write_report
 from flagscale.migrate.scratch import ImportScratch, git_tree_id
 from flagscale.migrate.source import HistoryLine, SourceCheckout, upstream_backends
 from flagscale.overlay.layered_trees import layered_tree
 from flagscale.upstream.sync import ensure_pin
-from flagscale.upstream.workspace import FLAGSCALE, Workspace, find_workspace, load_workspace
+from flagscale.upstream.workspace import (
+    FLAGSCALE,
+    ReleaseSource,
+    Workspace,
+    find_workspace,
+    load_workspace,
+)
 from flagscale.vendor.history import HISTORY, dump_history
 from flagscale.vendor.keyring import KeyRing
 from flagscale.vendor.set_plan import HistoryChoice
-from flagscale.vendor.stored_sets import read_sets
+from flagscale.vendor.stored_sets import list_folder, list_paths, read_blobs, read_sets, set_at
 
 __all__ = ["TRAILER", "ImportRequest", "import_command", "import_flagscale"]
 
@@ -72,10 +85,16 @@ class ImportRequest:
 class _Steps:
     """The import's steps the branch already holds, and what each of them found."""
 
-    def __init__(self, ws: Workspace, source_head: str) -> None:
+    def __init__(self, ws: Workspace, source: SourceCheckout, lines: list[HistoryLine]) -> None:
         self.ws = ws
-        self.source_head = source_head
+        self.source = source
+        self.source_head = source_head = source.head
+        date = source.date()
+        self.lines_at: dict[tuple[str, str], list[HistoryLine]] = {}
+        for line in lines:
+            self.lines_at.setdefault((line.newest, line.device_type), []).append(line)
         self.folder = ws.state_dir / "import" / source_head
+        self.date = date
         self.done = self._scan()
 
     def _scan(self) -> dict[str, str]:
@@ -92,6 +111,11 @@ class _Steps:
                 if line.startswith(mark):
                     done.setdefault(line[len(mark) :].strip(), commit)
         return done
+
+    def commit(self, parent: str, changes: dict, title: str, step: str) -> Commit:
+        """The step's commit: dated as the FlagScale commit imported, so a rerun (or another
+        clone at the same commit) makes the very same commit."""
+        return make_commit(self.ws, parent, changes, self.message(title, step), date=self.date)
 
     def message(self, title: str, step: str) -> str:
         return f"import-flagscale: {title}\n\n{TRAILER}: {self.source_head} {step}\n"
@@ -131,13 +155,19 @@ def import_flagscale(ws: Workspace, request: ImportRequest) -> ImportReport:
             f"--release names {', '.join(unknown)}, which FlagScale's history does not use",
             hint=f"backends to import: {', '.join(names) or 'none'}",
         )
-    steps = _Steps(ws, source.head)
+    if request.key_paths and request.new_keys is None:
+        raise FlagScaleError(
+            "--key-path opens FlagScale's encrypted sets; converted, they are encrypted again with"
+            " a new key per vendor, and no folder for those keys was given",
+            hint="add --new-keys <folder outside the repository> (<folder>/<Vendor>.key, 0600)",
+        )
+    steps = _Steps(ws, source, lines)
     scratch = ImportScratch(ws, source.object_folders())
     report = ImportReport(str(source.root), source.head)
     base = _base_layer_step(ws, scratch, source, submodules, names, request, steps)
     ws = load_workspace(ws.root)
     scratch.refresh()
-    report.base_layer = _prove_layers(ws, scratch, base, steps)
+    report.base_layer = _prove_layers(ws, scratch, base, steps, submodules, names)
     converter = _Converter(ws, scratch, source, submodules, base, request, steps)
     for commit, devices in _by_commit(source, lines):
         if f"sets {commit}" not in steps.done:
@@ -159,10 +189,55 @@ def _device_record(steps: _Steps, commit: str, device: str) -> tuple[str, dict]:
     """(step, what it found) for ``device``'s sets at ``commit``: a later step that converted
     sets kept encrypted before wins over the first one."""
     for step in (f"sets {commit} {device}", f"sets {commit}"):
-        record = steps.load(step) if step in steps.done else None
-        if record is not None and device in record["devices"]:
+        if step not in steps.done:
+            continue
+        record = steps.load(step)
+        if record is None:  # made in another clone: what the branch holds tells
+            return step, _derived_record(steps, step, commit, device)
+        if device in record["devices"]:
             return step, record["devices"][device]
     return "", {}
+
+
+def _derived_record(steps: _Steps, step: str, commit: str, device: str) -> dict:
+    """A step's record rebuilt from its commit: native sets there were proved identical when it
+    was made, sets in FlagScale's layout were kept encrypted, absent ones were not recorded."""
+    holder = steps.done[step]
+    lines = steps.lines_at.get((commit, device), [])
+    kinds: dict[str, str | None] = {}
+    sets = {}
+    for name in sorted({b for line in lines for b in line.backends}):
+        ours = set_at(steps.ws, holder, device, name)
+        theirs = steps.source.stored_set(commit, device, name)
+        kinds[name] = ours.layout if ours else None
+        before = _folder_bytes(steps.source.workspace, commit, device, name)
+        sets[name] = {
+            "layout": layout_of(theirs) if theirs else "unknown",
+            "encrypted": bool(theirs and any(f.encrypted for f in theirs.files)),
+            "bytes_before": before,
+            "bytes_after": _folder_bytes(steps.ws, holder, device, name) if ours else 0,
+            "reference": None,
+            "fixed": [],
+        }
+    records = []
+    for line in lines:
+        found = {kinds.get(b) for b in line.backends}
+        if "legacy" in found:
+            state, why = "carried", "encrypted, no key given when it was imported"
+        elif found == {"patch-set"}:
+            state, why = "identical", ""
+        else:
+            state, why = "differs", f"not in {holder[:12]}: see the report of the run that made it"
+        records.append(
+            {"task": line.task, "key": line.key, "state": state, "reason": why}
+            | {"trees": {}, "differing": {}}
+        )
+    return {"lines": records, "sets": sets}
+
+
+def _folder_bytes(ws: Workspace, commit: str, device: str, backend: str) -> int:
+    entries = list_folder(ws, commit, f"hardware/{device}/{backend}")
+    return sum(len(data) for data in read_blobs(ws, [e.oid for e in entries]).values())
 
 
 def _refuse_same_repository(ws: Workspace, source: SourceCheckout) -> None:
@@ -178,7 +253,17 @@ def _refuse_same_repository(ws: Workspace, source: SourceCheckout) -> None:
 
 def _check_clean(ws: Workspace) -> None:
     status = git(
-        ["status", "--porcelain", "-z", "--", ".gitmodules", "backends", "hardware"], ws.root
+        [
+            "status",
+            "--porcelain",
+            "-z",
+            "--untracked-files=all",
+            "--",
+            ".gitmodules",
+            "backends",
+            "hardware",
+        ],
+        ws.root,
     )
     if status.strip(b"\0"):
         first = status.split(b"\0")[0].decode("utf-8", "replace")[3:]
@@ -215,8 +300,9 @@ def _base_layer_step(
     head = git_text(["rev-parse", "HEAD"], ws.root)
     changes = base_layer.workspace_changes(ws, scratch, plans, head)
     listed = ", ".join(names) or "no backend"
-    message = steps.message(f"FlagScale's base layer and pins ({listed})", "base-layer")
-    commit = make_commit(ws, head, changes, message)
+    commit = steps.commit(
+        head, changes, f"FlagScale's base layer and pins ({listed})", "base-layer"
+    )
     steps.save("base-layer", {"rows": [asdict(p.row) for p in plans if p.row]})
     _advance(ws, commit.id, "base-layer")
     steps.done["base-layer"] = commit.id
@@ -232,11 +318,19 @@ def _import_release(ws: Workspace, name: str, release) -> str:
 
 
 def _prove_layers(
-    ws: Workspace, scratch: ImportScratch, base: str, steps: _Steps
+    ws: Workspace,
+    scratch: ImportScratch,
+    base: str,
+    steps: _Steps,
+    submodules: dict,
+    names: list[str],
 ) -> list[LayerRow]:
     """Each backend's laid tree (our pin + base layer at ``base``) against FlagScale's."""
-    saved = steps.load("base-layer") or {"rows": []}
-    rows = [LayerRow(**row) for row in saved["rows"]]
+    saved = steps.load("base-layer")
+    if saved is not None:
+        rows = [LayerRow(**row) for row in saved["rows"]]
+    else:  # the base layer was imported in another clone: FlagScale's side is recomputed
+        rows = [_layer_row(ws, scratch, steps.source, submodules[name], base) for name in names]
     for row in rows:
         backend = ws.backend(row.backend)
         ensure_pin(ws, backend, row.pin, declared_at=base)
@@ -249,6 +343,20 @@ def _prove_layers(
                 _entries(scratch, ours), _entries(scratch, row.tree or ""), row.backend
             )
     return rows
+
+
+def _layer_row(
+    ws: Workspace, scratch: ImportScratch, source: SourceCheckout, submodule, base: str
+) -> LayerRow:
+    backend = ws.backend(submodule.name)
+    release = backend.source if isinstance(backend.source, ReleaseSource) else None
+    plan = base_layer.plan_layer(scratch, source, submodule, release, ws.pin(backend))
+    assert plan.row is not None
+    folder = list_folder(ws, base, backend.layer)
+    deletions = list_paths(ws, base, [backend.deletions]).get(backend.deletions)
+    oids = [e.oid for e in folder] + ([deletions.oid] if deletions else [])
+    plan.row.bytes_after = sum(len(data) for data in read_blobs(ws, oids).values())
+    return plan.row
 
 
 def _entries(scratch: ImportScratch, tree: str) -> dict[str, tuple[str, str]]:
@@ -321,17 +429,15 @@ class _Converter:
             return
         ws, steps = self.ws, self.steps
         head = git_text(["rev-parse", "HEAD"], ws.root)
-        message = steps.message(
-            f"vendor sets of {', '.join(sorted(devices))} from FlagScale {commit[:12]}", step
-        )
-        candidate = make_commit(ws, head, _set_changes(ws, outcomes, None), message)
+        title = f"vendor sets of {', '.join(sorted(devices))} from FlagScale {commit[:12]}"
+        candidate = steps.commit(head, _set_changes(ws, outcomes, None), title, step)
         proofs = {
             o.device: _prove(ws, self.scratch, candidate.id, o, self.request) for o in outcomes
         }
         kept = {o.device: _kept_backends(o, proofs[o.device]) for o in outcomes}
         final = candidate
         if any(set(kept[o.device]) != set(o.converted) for o in outcomes if not o.carried):
-            final = make_commit(ws, head, _set_changes(ws, outcomes, kept), message)
+            final = steps.commit(head, _set_changes(ws, outcomes, kept), title, step)
         steps.save(step, _step_record(outcomes, proofs, kept))
         _advance(ws, final.id, "sets")
         steps.done[step] = final.id
@@ -409,10 +515,16 @@ def _prove(
         choice = HistoryChoice(outcome.device, line.task, line.backends, candidate, (candidate,))
         plan = plan_device(
             ws, outcome.device, task=line.task, backends=line.backends, source=_Fixed(choice)
-        )
+        )  # the candidate's sets, read back by the one reader of stored sets
         work = Path(tempfile.mkdtemp(prefix="proof-", dir=scratch.path.parent))
         try:
             trees, assembler = assemble_trees(ws, plan, keys, work)
+        except FlagScaleError as exc:
+            failed = {name: [f"{name}: the build fails: {exc.message}"] for name in line.backends}
+            proofs[(line.task, line.key)] = _Proof(differing=failed)
+            shutil.rmtree(work, ignore_errors=True)
+            continue
+        try:
             proof = _Proof()
             for name in line.backends:
                 if name == FLAGSCALE:
@@ -530,7 +642,12 @@ def _row(device: str, name: str, commit: str, info: dict, lines: list[dict]) -> 
         status, reason = "carried", using[0]["reason"]
         reason += "; kept as FlagScale stored it: rerun with its --key-path to convert it"
     elif differing:
-        status, reason = "differs", "not recorded"
+        good = [f"{x['task']} {x['key']}" for x in using if x["state"] == "identical"]
+        bad = [f"{x['task']} {x['key']}" for x in using if x["state"] == "differs"]
+        status = "differs"
+        reason = f"not recorded for {', '.join(bad)}" + (
+            f"; recorded for {', '.join(good)}" if good else ""
+        )
     elif "identical" in states:
         status, reason = "identical", ""
     elif "differs" in states:
@@ -608,8 +725,8 @@ def _history_step(
     if not added:
         return False
     blob = write_blobs(ws, [dump_history(history)])[0]
-    message = steps.message(f"history entries for {added} imported line(s)", step)
-    commit = make_commit(ws, head, {HISTORY: Change("100644", blob)}, message)
+    title = f"history entries for {added} imported line(s)"
+    commit = steps.commit(head, {HISTORY: Change("100644", blob)}, title, step)
     _advance(ws, commit.id, "history")
     steps.done[step] = commit.id
     return True
@@ -628,6 +745,9 @@ def import_command(
 ) -> ImportReport:
     """``inv import-flagscale``: import, print the table, write the JSON report; fail when a set
     or a base layer differs from FlagScale's."""
+    top = git_text(["rev-parse", "--show-toplevel"], Path.cwd(), check=False)
+    if top:  # a move a kill interrupted first: until then the declaration may be half written
+        finish_move(Workspace(root=Path(top), backends={}))
     ws = find_workspace()
     request = ImportRequest(
         checkout=Path(checkout),

@@ -22,7 +22,7 @@ from flagscale.vendor.patchset import DEVICE_TYPE, TASKS
 from flagscale.vendor.set_plan import SetPlan
 from flagscale.vendor.stored_sets import list_folder, read_blobs, set_at
 
-__all__ = ["BASE_PATCHES", "HistoryLine", "SourceCheckout", "Submodule"]
+__all__ = ["BASE_PATCHES", "HistoryLine", "SourceCheckout", "Submodule", "upstream_backends"]
 
 BASE_PATCHES = "flagscale/backends"
 HISTORY = "hardware/patch_history.yaml"
@@ -71,6 +71,10 @@ class SourceCheckout:
             raise FlagScaleError(f"{root} has no commit at HEAD", hint="check out a branch")
         self.head = head
         self.workspace = Workspace(root=self.root, backends={})  # for the reader of stored sets
+
+    def date(self) -> str:
+        """The committer date of HEAD, as git's raw ``<seconds> <zone>``."""
+        return git_text(["log", "-1", "--format=%ct +0000", self.head], self.root)
 
     def describe(self) -> str:
         return f"FlagScale checkout {self.root} at {self.head[:12]}"
