@@ -345,8 +345,9 @@ def diff_yaml(device: str, commit: str, tasks: list[str], backends_commit: dict)
 class _Builder:
     """Makes the checkout step by step and records what FlagScale's tool would give."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, extra_files: int = 0) -> None:
         self.tmp = tmp
+        self.extra_files = extra_files
         self.scratch = tmp / "scratch"
         self.counter = 0
         self.upstreams: dict[str, Path] = {}
@@ -364,7 +365,10 @@ class _Builder:
 
     def make_upstreams(self) -> None:
         megatron = self.tmp / "upstreams" / MEGATRON
-        self.older_pin = make_repo(megatron, MEGATRON_OLD, "Megatron-LM (older)")
+        extra = {
+            f"megatron/extra/m_{i:05d}.py": module_text(1000 + i) for i in range(self.extra_files)
+        }
+        self.older_pin = make_repo(megatron, {**MEGATRON_OLD, **extra}, "Megatron-LM (older)")
         write_files(megatron, MEGATRON_NEWER)
         commit_all(megatron, "Megatron-LM (pinned)")
         self.upstreams[MEGATRON] = megatron
@@ -549,9 +553,12 @@ def big_changes() -> dict[str, object]:
     return changes
 
 
-def make_flagscale_checkout(tmp: Path) -> FlagScaleCheckout:
-    """The FlagScale clone of the module doc, with the expected result of each history line."""
-    b = _Builder(tmp)
+def make_flagscale_checkout(tmp: Path, *, extra_files: int = 0) -> FlagScaleCheckout:
+    """The FlagScale clone of the module doc, with the expected result of each history line.
+
+    ``extra_files`` adds that many untouched files to Megatron-LM (a realistic upstream size for
+    the benchmark)."""
+    b = _Builder(tmp, extra_files)
     b.make_upstreams()
     b.make_flagscale()
     base0, base1 = b.bases
