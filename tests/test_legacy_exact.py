@@ -288,3 +288,18 @@ def test_a_base_commit_missing_from_the_workspace_names_the_import(
     assert result.returncode == 1
     assert "unshallow" not in result.stderr
     assert "inv import-flagscale" in result.stderr
+
+
+def test_validate_checks_every_diff_yaml(checkout: FlagScaleCheckout, own_clone: Path) -> None:
+    from flagscale.ci.validate import validate_workspace
+    from flagscale.core.errors import FlagScaleError
+
+    checked = validate_workspace(own_clone)
+    assert f"hardware/{BIG}/{MEGATRON}/diff.yaml" in checked
+    short = checkout.bases[0][:7]
+    assert f"hardware/{OLDEST}/{MEGATRON}/{short}.yaml" in checked
+
+    meta = own_clone / "hardware" / SHARED / FLAGSCALE / "diff.yaml"
+    meta.write_text(meta.read_text(encoding="utf-8").replace("- train", "- training"))
+    with pytest.raises(FlagScaleError, match=f"hardware/{SHARED}/{FLAGSCALE}/diff.yaml: at task"):
+        validate_workspace(own_clone)
