@@ -53,7 +53,8 @@ def validate_workspace(root: Path) -> list[str]:
     """Check every file the tool reads against its schema; returns the files checked.
 
     The workspace declaration, the base layers' deletion lists, the history, every patch set's
-    metadata (``diff.yaml`` of sets in FlagScale's older layout too), the smoke cases, the golden files, the device environment files and the CI
+    metadata (``diff.yaml`` of sets in FlagScale's older layout too), the smoke cases, the golden
+    files, the device environment files and the CI
     workflow. Raises on the first error.
     """
     from flagscale.runner.config import load_config
