@@ -173,6 +173,47 @@ def import_release(c: Context, backend: str, verbose: bool = False) -> None:
 namespace.add_task(import_release)
 
 
+@task(
+    iterable=["release", "key_path"],
+    help={
+        "path": "the FlagScale checkout to import from (only read, never changed)",
+        "release": "declare BACKEND as a source release from this archive, BACKEND=ARCHIVE"
+        " (default: a submodule at FlagScale's pin); repeat per backend",
+        "key_path": "FlagScale's RSA key folder or private_key.pem of a vendor's encrypted sets;"
+        " repeat per vendor (sets without their key are kept encrypted, as they are)",
+        "new_keys": "folder (outside the repository) for the new key of each vendor whose"
+        " decrypted sets are encrypted again: <folder>/<Vendor>.key",
+        "json": "where to write the JSON report (default build/import-flagscale.json)",
+        "verbose": VERBOSE_HELP,
+    },
+)
+def import_flagscale(
+    c: Context,
+    path: str,
+    release: list[str] | None = None,
+    key_path: list[str] | None = None,
+    new_keys: str | None = None,
+    json: str | None = None,
+    verbose: bool = False,
+) -> None:
+    """Bring a FlagScale checkout's base patches, vendor sets and history in, each set proved."""
+    from flagscale.migrate.importer import import_command
+
+    report_errors(
+        verbose,
+        lambda: import_command(
+            path,
+            releases=split_names(release),
+            key_paths=split_names(key_path),
+            new_keys=new_keys,
+            json_path=json,
+        ),
+    )
+
+
+namespace.add_task(import_flagscale)
+
+
 # --- vendor patch sets, history, builds (flows 2 and 3) ----------------------------------------
 
 

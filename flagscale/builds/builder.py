@@ -66,14 +66,15 @@ from flagscale.core.progress import Progress
 from flagscale.core.savededits import save_new_patch
 from flagscale.core.schema import validate
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
+from flagscale.vendor.keyring import KeyRing
 from flagscale.vendor.stored_sets import GIT_SETS, SetPlan, SetSource, read_blobs
 
 __all__ = [
+    "assemble_trees",
     "BUILD_DIR",
     "HETERO_MAP",
     "BuildRequest",
     "ConflictError",
-    "MissingKeyError",
     "build_devices",
     "build_root",
 ]
@@ -85,25 +86,6 @@ _ROOT_ONLY = ("third_party", "build")  # FlagScale's patch set may not reach int
 
 class ConflictError(FlagScaleError):
     """``--3way`` left conflicts; the files with markers are in ``build/<V_M>.conflicts/``."""
-
-
-class MissingKeyError(FlagScaleError):
-    """An encrypted patch file and no key given (callers without ``--key-path`` reword it)."""
-
-    def __init__(self, path: str, patch_set: SetPlan) -> None:
-        self.path, self.key_id, self.contact = path, patch_set.key_id, patch_set.contact
-        super().__init__(
-            f"{path} is encrypted{self.with_key}: no --key-path given",
-            hint=f"{self.ask}, then pass --key-path <key file>",
-        )
-
-    @property
-    def with_key(self) -> str:
-        return f" with key {self.key_id}" if self.key_id else ""
-
-    @property
-    def ask(self) -> str:
-        return f"ask {self.contact} for it" if self.contact else "ask the vendor"
 
 
 @dataclass(frozen=True)
@@ -374,6 +356,8 @@ def _build_one(
             components = _components(ws, plan, bases, request)
             progress.step("applying patch sets")
             tree = _assemble(ws, root, plan, components, assembler)
+            for note in assembler.notes:
+                request.report(f"{plan.device_type}: {note}")
             progress.step(f"writing {_shown(target)}")
             staged = container / "tree"
             assembler.write_out(tree, staged)
@@ -398,6 +382,21 @@ def _remove_quietly(path: Path) -> None:
         remove_tree(path)
 
 
+def assemble_trees(
+    ws: Workspace, plan: BuildPlan, key_paths: Sequence[Path], work: Path
+) -> tuple[dict[str, str], Assembler]:
+    """The tree of each part of ``plan``'s build (prefix → tree id: "" for FlagScale's own
+    files, ``third_party/<backend>`` for each backend), made exactly as ``inv build`` makes them,
+    without writing the files out. The new objects go under ``work``; the returned Assembler
+    reads them (``entries``) until ``work`` is removed."""
+    bases = _base_trees(ws, plan, {})
+    request = BuildRequest(devices=(plan.device_type,), key_paths=tuple(key_paths))
+    components = _components(ws, plan, bases, request)
+    assembler = Assembler(_scratch(ws), work)
+    trees = {c.prefix: assembler.patched_tree(c, three_way=False) for c in components}
+    return trees, assembler
+
+
 def _write_record(staged: Path, plan: BuildPlan, tree: str) -> None:
     inputs = plan.inputs()
     record = BuildRecord(
@@ -420,7 +419,7 @@ def _components(
     """Each part of the tree with its base tree and its (decrypted) patch pieces."""
     files = [f for s in plan.sets.values() for f in s.files]
     blobs = read_blobs(ws, [f.blob for f in files if f.data is None])
-    keys = _KeyRing(request.key_paths)
+    keys = KeyRing(request.key_paths)
     components = []
     for name in [FLAGSCALE, *plan.backends]:
         patch_set = plan.sets.get(name)
@@ -430,7 +429,7 @@ def _components(
                 prefix="" if name == FLAGSCALE else f"third_party/{name}",
                 base_tree=bases[name],
                 pieces=_pieces(patch_set, blobs, keys),
-                whitespace_fix=bool(patch_set and patch_set.whitespace_fix),
+                legacy=bool(patch_set and patch_set.layout == "legacy"),
             )
         )
     return components
@@ -475,7 +474,7 @@ def _ensure_pin(ws: Workspace, name: str, pin: str, declared_at: str) -> None:
 
 
 def _pieces(
-    patch_set: SetPlan | None, blobs: dict[str, bytes], keys: _KeyRing
+    patch_set: SetPlan | None, blobs: dict[str, bytes], keys: KeyRing
 ) -> tuple[PatchPiece, ...]:
     """The set's patch files, checked against their recorded sha256 and decrypted, in order."""
     if patch_set is None:
@@ -493,60 +492,6 @@ def _pieces(
             data = keys.decrypt(patch_set, stored.path, stored.name, stored.scheme, data)
         pieces.append(PatchPiece(label=stored.path, text=data))
     return tuple(pieces)
-
-
-class _KeyRing:
-    """The ``--key-path`` files, loaded on demand and matched to a set by its key id."""
-
-    def __init__(self, paths: Sequence[Path]) -> None:
-        self.paths = list(dict.fromkeys(Path(p) for p in paths))
-        self._keys: dict[Path, bytes] = {}
-
-    def decrypt(
-        self, patch_set: SetPlan, path: str, name: str, scheme: str | None, data: bytes
-    ) -> bytes:
-        if not self.paths:
-            raise MissingKeyError(path, patch_set)
-        if scheme == "legacy":
-            return self._decrypt_legacy(path, data)
-        from flagscale.vendor import crypto
-
-        key, label = self._fsenc_key(patch_set)
-        return crypto.decrypt_file_bytes(data, key, name=name, source=path, key_label=label)
-
-    def _fsenc_key(self, patch_set: SetPlan) -> tuple[bytes, str]:
-        from flagscale.vendor import crypto
-
-        loaded: list[tuple[bytes, str]] = []
-        failure: FlagScaleError | None = None
-        for path in self.paths:
-            try:
-                key = self._keys.get(path) or crypto.load_key(
-                    path, contact=patch_set.contact or None
-                )
-            except FlagScaleError as exc:
-                failure = failure or exc
-                continue
-            self._keys[path] = key
-            if crypto.key_id(key) == patch_set.key_id:
-                return key, str(path)
-            loaded.append((key, str(path)))
-        if loaded:
-            return loaded[0]  # the wrong key: decryption names the expected one
-        assert failure is not None
-        raise failure
-
-    def _decrypt_legacy(self, path: str, data: bytes) -> bytes:
-        from flagscale.vendor.legacy_crypto import decrypt_legacy
-
-        failure: FlagScaleError | None = None
-        for key_path in self.paths:
-            try:
-                return decrypt_legacy(data, key_path, source=path)
-            except FlagScaleError as exc:
-                failure = failure or exc
-        assert failure is not None
-        raise failure
 
 
 # --- applying ---------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from flagscale.vendor.stored_sets import (
 
 __all__ = ["BuildPlan", "plan_device"]
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: legacy sets applied file by file as FlagScale's tool does
 
 
 @dataclass
@@ -141,7 +141,7 @@ def _common_base(ws: Workspace, choice: HistoryChoice, sets: Mapping[str, SetPla
 
     bases = {s.flagscale_base for s in sets.values()}
     if all(s.layout == "legacy" for s in sets.values()):
-        return legacy.newest_base(ws, sorted(bases), choice)
+        return legacy.newest_base(ws, list(sets.values()), choice)
     if len(bases) != 1:
         listed = ", ".join(f"{s.backend} at {s.flagscale_base[:12]}" for s in sets.values())
         raise FlagScaleError(

@@ -43,8 +43,9 @@ def fresh_build(
     Errors say when the cause is what a fresh clone cannot see (uncommitted changes to the
     history or the sets), and name ``$FLAGSCALE_KEY_PATHS`` for encrypted sets.
     """
-    from flagscale.builds.builder import BuildRequest, MissingKeyError, build_devices
+    from flagscale.builds.builder import BuildRequest, build_devices
     from flagscale.core.gitcli import git
+    from flagscale.vendor.keyring import MissingKeyError
     from flagscale.vendor.stored_sets import GIT_SETS
 
     clone = folder / "workspace"

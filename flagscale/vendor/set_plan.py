@@ -40,8 +40,12 @@ class SetPlan:
     key_id: str | None = None
     contact: str = ""
     apply_layer: bool = True  # legacy backend patches already contain the base layer
-    whitespace_fix: bool = False  # legacy sets were applied with --whitespace=fix
     source: str = ""  # the metadata file, for messages
+    device_type: str = ""
+    tasks: tuple[str, ...] = ()  # the tasks its metadata lists (a legacy set without: all)
+    metadata_path: str = ""  # workspace-relative: metadata.yaml, diff.yaml or <short>.yaml
+    metadata_blob: str = ""
+    backend_version: str | None = None
 
 
 @dataclass(frozen=True)
