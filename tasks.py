@@ -428,7 +428,7 @@ def refresh(
             resume=continue_,
             abort=abort,
             checkout=checkout,
-            key_paths=split_names(key_path),
+            key_paths=key_files(key_path),
             smoke=smoke,
             record_golden=record_golden,
             json_path=json,
@@ -474,7 +474,7 @@ def bisect_upstream(
             backend=backend,
             smoke=smoke,
             pre=pre,
-            key_paths=split_names(key_path),
+            key_paths=key_files(key_path),
             json_path=json,
         ),
     )

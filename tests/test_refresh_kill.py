@@ -1,7 +1,7 @@
 """A refresh killed with SIGKILL at any named step resumes or aborts cleanly.
 
-``FLAGSCALE_REFRESH_KILL_AT=<point>`` makes the refresh send itself SIGKILL when it reaches
-that point (flagscale.refresh.killpoint): deterministic, no timing. With the commit dates fixed,
+``FLAGSCALE_CRASH_AT=refresh:<point>`` makes the refresh send itself SIGKILL when it reaches
+that point (flagscale.core.crashpoints): deterministic, no timing. With the commit dates fixed,
 a refresh killed and continued must give exactly the commits an uninterrupted one gives; killed
 and aborted, exactly the state from before.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from flagscale.refresh.killpoint import ENVIRONMENT
+from flagscale.core.crashpoints import CRASH_VARIABLE
 from tests.gitrepos import TOOL_ROOT, run_git, write_files
 from tests.refresh_fixtures import (
     BACKEND,
@@ -72,9 +72,9 @@ def workspace(
 
 def run(root: Path, *args: str, kill_at: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **DATES}
-    env.pop(ENVIRONMENT, None)
+    env.pop(CRASH_VARIABLE, None)
     if kill_at:
-        env[ENVIRONMENT] = kill_at
+        env[CRASH_VARIABLE] = f"refresh:{kill_at}"
     command = [sys.executable, "-m", "invoke", "--search-root", str(TOOL_ROOT), "refresh", *args]
     return subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, check=False)
 

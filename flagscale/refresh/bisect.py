@@ -42,7 +42,7 @@ from flagscale.refresh.patchfile import parse_patch
 from flagscale.refresh.prove import prove_device
 from flagscale.refresh.publish import head_of
 from flagscale.refresh.records import device_changes, history_data, pin_changes
-from flagscale.refresh.set_carry import DeviceSets, KeyRing, Trees, carry_set, read_device
+from flagscale.refresh.set_carry import DeviceSets, SetKeys, Trees, carry_set, read_device
 from flagscale.refresh.state import RefreshLock, refresh_dir
 from flagscale.refresh.target import PinMove, commit_of
 from flagscale.upstream.release_import import RELEASE_REF_PREFIX, install_release
@@ -329,7 +329,7 @@ def bisect_upstream(
                 hint="check the device type (inv matrix lists them)",
             )
         chosen = _backend(ws, committed, device, backend)
-        keys = KeyRing(list(key_paths or []))
+        keys = SetKeys(list(key_paths or []))
         found = read_device(ws, committed, device, chosen.name, keys)
         if isinstance(found, str):
             raise FlagScaleError(f"{device}: {found}")

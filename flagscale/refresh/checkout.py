@@ -24,9 +24,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git
-from flagscale.refresh import killpoint
 from flagscale.refresh.carry import Conflict
 from flagscale.refresh.merge3 import Labels, has_markers
 from flagscale.refresh.objects import Objects
@@ -90,7 +90,7 @@ def write_checkout(
     shutil.rmtree(temporary, ignore_errors=True)
     try:
         _fill(objects, temporary, stage, title, base_tree, carried_tree, conflicts)
-        killpoint.reached("checkout")
+        crash_point("refresh:checkout")
         if folder.exists():
             shutil.rmtree(folder)  # an earlier stage's checkout, already read back
         os.rename(temporary, folder)

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git, git_ok, git_text
 from flagscale.core.progress import Progress
 from flagscale.overlay.layered_trees import TreeEntry, diff_trees
-from flagscale.refresh import killpoint
 from flagscale.refresh.carry import Conflict, FileOutcome, Step
 from flagscale.refresh.chain import Put, drop_work_ref, make_commit
 from flagscale.refresh.checkout import (
@@ -72,7 +72,7 @@ from flagscale.refresh.report import (
 )
 from flagscale.refresh.set_carry import (
     DeviceSets,
-    KeyRing,
+    SetKeys,
     Trees,
     carry_set,
     devices_of,
@@ -173,7 +173,7 @@ def start_refresh(
             "notes": [],
         }
         save_state(ws, state)
-        killpoint.reached("started")
+        crash_point("refresh:started")
         return _paused_on_error(_Run(ws, state, options))
 
 
@@ -215,7 +215,7 @@ def abort_refresh(ws: Workspace, report: Callable[[str], None] = print) -> None:
             unpublish(ws, published["old"], published["new"], paths)
             state["published"] = None
             save_state(ws, state)
-        killpoint.reached("abort")
+        crash_point("refresh:abort")
         drop_work_ref(ws)
         created = state.get("created_ref")
         if created:
@@ -356,7 +356,7 @@ class _Run:
         self.trees = Trees(ws, self.objects)
         self.progress = Progress("refresh")
         self._committed: CommittedState | None = None
-        self._keys: KeyRing | None = None
+        self._keys: SetKeys | None = None
 
     # properties ------------------------------------------------------------------------------
 
@@ -375,9 +375,9 @@ class _Run:
         return self._committed
 
     @property
-    def keys(self) -> KeyRing:
+    def keys(self) -> SetKeys:
         if self._keys is None:
-            self._keys = KeyRing([Path(p) for p in self.state["request"]["key_paths"]])
+            self._keys = SetKeys([Path(p) for p in self.state["request"]["key_paths"]])
         return self._keys
 
     def save(self) -> None:
@@ -426,7 +426,7 @@ class _Run:
             raise
         self.state["move"] = move.to_json()
         self.save()
-        killpoint.reached("pin")
+        crash_point("refresh:pin")
 
     def _layer_step(self) -> Step:
         move = self.move
@@ -471,7 +471,7 @@ class _Run:
             )
         self.state["layer"] = _layer_json(result)
         self.save()
-        killpoint.reached("layer")
+        crash_point("refresh:layer")
 
     def _pin_commit(self) -> None:
         self.progress.step("committing the pin and the base layer (not published yet)")
@@ -490,7 +490,7 @@ class _Run:
         self.state["pin_commit"] = commit
         self.state["devices_head"] = commit
         self.save()
-        killpoint.reached("pin-commit")
+        crash_point("refresh:pin-commit")
 
     # devices ---------------------------------------------------------------------------------
 
@@ -584,7 +584,7 @@ class _Run:
         entry.update(status="refreshed", commit=commit)
         self.state["devices_head"] = commit
         self.save()
-        killpoint.reached("device")
+        crash_point("refresh:device")
 
     # conflicts -------------------------------------------------------------------------------
 
@@ -622,7 +622,7 @@ class _Run:
             **extra,
         }
         self.save()
-        killpoint.reached("stopped")
+        crash_point("refresh:stopped")
         self._report("stopped")
         shown = _display(self.ws, folder)
         count = sum(1 for o in outcomes if not o.resolved)
@@ -646,7 +646,7 @@ class _Run:
             labels=labels,
         )
         resolved = read_checkout(self.objects, checkout)
-        killpoint.reached("resolved")
+        crash_point("refresh:resolved")
         files = [dict(f) for f in conflict["files"]]
         for item in files:
             if not item["resolved"]:
@@ -716,7 +716,7 @@ class _Run:
         self.state["history_commit"] = commit
         self.state["history_bytes"] = self.objects.write(data)
         self.save()
-        killpoint.reached("history")
+        crash_point("refresh:history")
 
     def _prove(self) -> None:
         if not self.options.smoke:
@@ -751,7 +751,7 @@ class _Run:
                         self.objects.write(proof.recorded)
                     )
             self.save()
-            killpoint.reached("proved")
+            crash_point("refresh:proved")
         for device in self.state["order"]:
             for proof in self.state["devices"][device].get("smoke", []):
                 if proof["status"] in ("failed", "error"):

@@ -14,9 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git, git_text
-from flagscale.refresh import killpoint
 from flagscale.upstream.workspace import Workspace
 
 __all__ = [
@@ -150,7 +150,7 @@ def publish(ws: Workspace, old: str, new: str, paths: list[str], message: str) -
             f"HEAD moved while the refresh was publishing ({old[:12]} -> {current[:12]})",
             hint="run `inv refresh --abort` and start again",
         )
-    killpoint.reached("publish")
+    crash_point("refresh:publish")
     sync_paths(ws, new, paths)
 
 
@@ -176,7 +176,7 @@ def sync_paths(ws: Workspace, commit: str, paths: list[str]) -> None:
     half = len(paths) // 2
     for number, chunk in enumerate((paths[:half], paths[half:])):
         if number == 1:
-            killpoint.reached("sync")
+            crash_point("refresh:sync")
         if not chunk:
             continue
         listing = b"".join(p.encode("utf-8", "surrogateescape") + b"\0" for p in chunk)

@@ -43,7 +43,7 @@ from flagscale.vendor.patchset import (
 
 __all__ = [
     "DeviceSets",
-    "KeyRing",
+    "SetKeys",
     "SetCarry",
     "carry_set",
     "devices_of",
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 
-class KeyRing:
+class SetKeys:
     """``--key-path`` files by the key id they hold."""
 
     def __init__(self, paths: list[Path]) -> None:
@@ -94,7 +94,7 @@ def devices_of(committed: CommittedState, backend: str) -> list[str]:
 
 
 def read_device(
-    ws: Workspace, committed: CommittedState, device: str, backend: str, keys: KeyRing
+    ws: Workspace, committed: CommittedState, device: str, backend: str, keys: SetKeys
 ) -> DeviceSets | str:
     """The device type's sets to carry, decrypted; or why it cannot be refreshed."""
     lines: dict[str, list[str]] = {}
@@ -107,6 +107,12 @@ def read_device(
         sets = {name: committed.patch_set(device, name) for name in names}
     except FlagScaleError as exc:
         return f"its sets cannot be read: {exc}"
+    legacy = sorted(name for name, s in sets.items() if s.layout != "patch-set")
+    if legacy:
+        return (
+            f"its {', '.join(legacy)} set(s) are in FlagScale's older layout (diff.yaml): make them"
+            " again with `inv patch --device-type` first"
+        )
     bases = {s.flagscale_base for s in sets.values()}
     if len(bases) != 1:
         listed = ", ".join(f"{n} at {s.flagscale_base[:12]}" for n, s in sets.items())
@@ -120,7 +126,7 @@ def read_device(
     return found
 
 
-def _plain(patch_set: CommittedPatchSet, keys: KeyRing) -> tuple[bytes, bytes | None] | str:
+def _plain(patch_set: CommittedPatchSet, keys: SetKeys) -> tuple[bytes, bytes | None] | str:
     parts: list[bytes] = []
     used: bytes | None = None
     for path, stored in patch_set.patch_files.items():
@@ -130,7 +136,7 @@ def _plain(patch_set: CommittedPatchSet, keys: KeyRing) -> tuple[bytes, bytes | 
         key_id = crypto.encrypted_key_id(stored, source=path)
         key = keys.by_id.get(key_id)
         if key is None:
-            contact = patch_set.metadata.get("contact") or "the vendor"
+            contact = patch_set.plan.contact or "the vendor"
             return (
                 f"{patch_set.folder} is encrypted with key {key_id}: not refreshed (pass"
                 f" --key-path with that key; ask {contact})"
