@@ -18,6 +18,7 @@ from typing import Any
 
 from flagscale.core.atomic import write_atomically
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.gitcli import git_text
 from flagscale.core.schema import validate
 from flagscale.upstream.workspace import Workspace
 
@@ -37,13 +38,17 @@ STATE_VERSION = 1
 
 
 def refresh_dir(ws: Workspace) -> Path:
-    """``.git/flagscale/refresh``: the refresh's private folder (never committed)."""
-    return _state_dir(ws.root) / "refresh"
+    """``.git/flagscale/refresh``: the refresh's private folder (never committed).
+
+    A refresh belongs to one work tree (its branch, index and files), so each of several
+    ``git worktree`` checkouts of a repository has its own (``.git/worktrees/<name>/...``).
+    """
+    return _git_dir(ws.root) / "flagscale" / "refresh"
 
 
 @lru_cache(maxsize=16)
-def _state_dir(root: Path) -> Path:
-    return Workspace(root=root, backends={}).state_dir
+def _git_dir(root: Path) -> Path:
+    return Path(git_text(["rev-parse", "--absolute-git-dir"], root))
 
 
 def load_state(ws: Workspace) -> dict[str, Any] | None:
