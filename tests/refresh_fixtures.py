@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import shutil
+import subprocess
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -168,10 +169,28 @@ def make_refreshable(
 
 
 def move_upstream(
-    found: Refreshable, changes: Changes, renames: dict[str, str] | None = None
+    found: Refreshable,
+    changes: Changes,
+    renames: dict[str, str] | None = None,
+    *,
+    branch: str | None = None,
 ) -> str:
     """Commit ``changes`` (and ``git mv`` renames) upstream; the new commit (FlagScale's pin
-    stays where it is: a refresh moves it)."""
+    stays where it is: a refresh moves it). With ``branch``, on that branch, made from the pin
+    the first time (so that other tests' upstream commits are not in its history)."""
+    if branch is not None:
+        known = subprocess.run(
+            ["git", "rev-parse", "--verify", "-q", f"refs/heads/{branch}"],
+            cwd=found.upstream,
+            capture_output=True,
+            check=False,
+        )
+        start = [branch] if known.returncode == 0 else ["-b", branch, found.pin]
+        run_git(found.upstream, "checkout", "-q", *start)
+        try:
+            return move_upstream(found, changes, renames)
+        finally:
+            run_git(found.upstream, "checkout", "-q", "main")
     for old, new in (renames or {}).items():
         (found.upstream / new).parent.mkdir(parents=True, exist_ok=True)
         run_git(found.upstream, "mv", old, new)

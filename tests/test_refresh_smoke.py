@@ -117,8 +117,10 @@ def test_bisect_with_smoke_names_the_commit_whose_losses_leave_the_golden_ones(
     workspace: Refreshable, tmp_path: Path
 ) -> None:
     root = copy_of(workspace, tmp_path)
-    harmless = move_upstream(workspace, {"megatron/core/model.py": edit(lines("model"), 29, "x")})
-    shifted = move_upstream(workspace, {"megatron/core/__init__.py": "LOSS_SHIFT = 0.25\n"})
+    change = {"megatron/core/model.py": edit(lines("model"), 29, "x")}
+    harmless = move_upstream(workspace, change, branch="bisect")
+    shift = {"megatron/core/__init__.py": "LOSS_SHIFT = 0.25\n"}
+    shifted = move_upstream(workspace, shift, branch="bisect")
     result = inv(
         root,
         "bisect-upstream",
