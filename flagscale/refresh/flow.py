@@ -826,6 +826,8 @@ class _Run:
         publish(self.ws, published["old"], published["new"], published["paths"], message)
 
     def _finish(self) -> dict[str, Any]:
+        if self.state["final"] == self.head:
+            self.state["notes"].append("nothing to refresh: the pin, the layer and every set fit")
         drop_work_ref(self.ws)
         remove_checkout(Path(self.state["request"]["checkout"]))
         shutil.rmtree(refresh_dir(self.ws) / "prove", ignore_errors=True)

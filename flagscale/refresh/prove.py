@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,16 @@ def _quiet(_line: str) -> None:
     pass
 
 
+def _live(device: str, case: str) -> Callable[[str], None]:
+    """The runner's live lines, said to come from the refreshed build (in a private clone)."""
+    prefix = f"smoke {device}/{case} (refreshed build): "
+
+    def report(line: str) -> None:
+        print(prefix + line, file=sys.stderr, flush=True)
+
+    return report
+
+
 def _clone(ws: Workspace, head: str, backends: Sequence[str], folder: Path) -> Path:
     """The workspace at ``head`` and its upstream checkouts, borrowed (``--shared``)."""
     clone = folder / "workspace"
@@ -140,7 +151,13 @@ def _run_case(
     log_dir = ws.path(f"{LOGS}/{device}/{case}")
     try:
         outcome = run_smoke(
-            clone, device, case_file, build_dir=built, record_golden=record_golden, log_dir=log_dir
+            clone,
+            device,
+            case_file,
+            build_dir=built,
+            record_golden=record_golden,
+            log_dir=log_dir,
+            report=_live(device, case),
         )
     except FlagScaleError as exc:
         return _from_result(log_dir, case, "error", str(exc))
