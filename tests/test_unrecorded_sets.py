@@ -109,7 +109,8 @@ def unpatch_and_test(root: Path, env: dict | None = None) -> subprocess.Complete
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, **(env or {})},
+        # the workspace's own flagscale/ folder (FlagScale's files) must not shadow the tool
+        env={**os.environ, "PYTHONSAFEPATH": "1", **(env or {})},
     )
 
 

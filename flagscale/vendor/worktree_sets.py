@@ -83,7 +83,7 @@ class WorkTreeSets:
 
     def read_sets(self, ws: Workspace, choice: HistoryChoice) -> dict[str, SetPlan]:
         """Each backend's set from the work tree, its files held in memory."""
-        from flagscale.vendor.stored_sets import set_from_metadata
+        from flagscale.vendor.stored_sets import check_task, set_from_metadata
 
         sets: dict[str, SetPlan] = {}
         for backend in choice.backends:
@@ -91,7 +91,10 @@ class WorkTreeSets:
             entries, data = _folder_files(ws, folder)
             tree = flat_tree_id({name: (e.mode, e.oid) for name, e in entries.items()})
             where = f"{folder}/{{}} in the work tree"
-            plan = set_from_metadata(choice, backend, folder, tree, entries, data[METADATA], where)
+            plan = set_from_metadata(
+                choice.device_type, backend, folder, tree, entries, data[METADATA], where
+            )
+            check_task(plan, choice.task)
             stored = tuple(replace(f, data=data[f.path[len(folder) + 1 :]]) for f in plan.files)
             sets[backend] = replace(plan, files=stored)
         return sets
