@@ -17,7 +17,7 @@ import yaml
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.schema import parse_document, validate
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
-from flagscale.vendor.history import HISTORY, History, backend_key, write_history
+from flagscale.vendor.history import HISTORY, History, backend_key, load_history, write_history
 from flagscale.vendor.history_sets import (
     ancestry_order,
     content_match,
@@ -27,6 +27,7 @@ from flagscale.vendor.history_sets import (
 )
 from flagscale.vendor.patchset import DEVICE_TYPE, HARDWARE, TASKS, set_folder
 from flagscale.vendor.stored_sets import set_at, tasks_listed, tasks_listed_quiet
+from flagscale.vendor.worktree_sets import sets_changed_since
 
 __all__ = ["CheckReport", "check_command", "check_history"]
 
@@ -275,7 +276,8 @@ def check_command(*, repair: bool = False) -> CheckReport:
     """``inv check-history``: print what was repaired and fail on each problem left."""
     from flagscale.upstream.workspace import find_workspace
 
-    report = check_history(find_workspace(), repair=repair)
+    ws = find_workspace()
+    report = check_history(ws, repair=repair)
     for line in report.repaired:
         print(f"repaired: {line}")
     if report.written:
@@ -290,4 +292,23 @@ def check_command(*, repair: bool = False) -> CheckReport:
         )
     if not report.repaired:
         print(f"{HISTORY}: ok")
+    for note in unrecorded_notes(ws):
+        print(f"note: {note}")
     return report
+
+
+def unrecorded_notes(ws: Workspace) -> list[str]:
+    """One note per history line whose sets in the work tree differ from its newest entry."""
+    notes = []
+    for device, tasks in sorted(load_history(ws).items()):
+        for task, keys in sorted(tasks.items()):
+            for key, commits in sorted(keys.items()):
+                changed = sets_changed_since(ws, device, key.split("+"), commits[-1])
+                if changed:
+                    notes.append(
+                        f"{', '.join(changed)} in your work tree differ from the newest entry of"
+                        f" {device}.{task}.{key} ({commits[-1][:12]}): record them after the merge"
+                        f" (`inv record-history --device-type {device} --task {task}"
+                        f" --backend {' '.join(key.split('+'))}`)"
+                    )
+    return notes
