@@ -33,9 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TOOL_ROOT = Path(__file__).resolve().parent.parent
-MAIN_COMMAND = (
-    "python -m pip install -e . && nox -s \"unpatch_and_test(device='Generic_CPU')\""
-)
+MAIN_COMMAND = "python -m pip install -e . && nox -s \"unpatch_and_test(device='Generic_CPU')\""
 # nox's lines that start each phase after the first.
 NOX_SESSION = "nox > Running session"
 NOX_JOB = "nox > python -m flagscale.ci"

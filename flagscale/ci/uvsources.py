@@ -125,5 +125,5 @@ def _join(name: str, values: list[str], separator: str) -> str:
 
 @functools.cache
 def uv_install_environment(python: str = sys.executable) -> dict[str, str]:
-    """The variables that make ``uv pip install`` use the sources pip of ``python`` is set up with."""
+    """The variables that make ``uv pip install`` use the sources ``python``'s pip uses."""
     return uv_environment(pip_settings(python), os.environ)
