@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # nox may run from a Python where the tool is not installed
     sys.path.insert(0, str(ROOT))
 
-from flagscale.ci.main import device_types  # noqa: E402
+from flagscale.ci.devices import device_types  # noqa: E402
 from flagscale.ci.uvsources import uv_install_environment  # noqa: E402
 from flagscale.core.errors import FlagScaleError  # noqa: E402
 
@@ -54,10 +54,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint and format-check with ruff."""
-    install(session, "ruff>=0.6")
+    """Lint and format-check with ruff; check the import layers (docs/architecture.md)."""
+    install(session, "ruff>=0.6", "import-linter>=2.1")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
 
 
 @nox.session

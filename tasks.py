@@ -51,7 +51,7 @@ def unpatch(
     from flagscale.overlay.unpatch import unpatch as lay
 
     if device_type is not None:
-        from flagscale.build.command import unpatch_device_command
+        from flagscale.builds.command import unpatch_device_command
 
         if mode is not None:
             raise Exit(
@@ -111,7 +111,7 @@ def patch(
 ) -> None:
     """Write third_party/ edits back into backends/ (vendors: --device-type → hardware/)."""
     from flagscale.overlay.patch import patch as harvest
-    from flagscale.vendor.patchset import patch_command
+    from flagscale.vendor.make_sets import patch_command
 
     vendor = {
         "tasks": split_names(task),
@@ -153,7 +153,7 @@ namespace.add_task(import_release)
 # --- vendor patch sets, history, builds (flows 2 and 3) ----------------------------------------
 
 
-from flagscale.build.command import BuildTask  # noqa: E402 - gives --three-way its git spelling --3way
+from flagscale.builds.command import BuildTask  # noqa: E402 - gives --three-way its git spelling --3way
 
 
 @task(
@@ -186,22 +186,24 @@ def build(
     verbose: bool = False,
 ) -> None:
     """Build isolated trees build/<Vendor_Model>/ from the vendor patch sets in the history."""
-    from flagscale.build.command import build_command
-
-    report_errors(
-        verbose,
-        lambda: build_command(
-            split_names(device),
-            task=task,
-            commit=commit,
-            key_paths=split_names(key_path),
-            three_way=three_way,
-            jobs=jobs,
-            force=force,
-            bundle=bundle,
-            trust=trust,
-        ),
+    options = dict(
+        task=task,
+        commit=commit,
+        key_paths=split_names(key_path),
+        three_way=three_way,
+        jobs=jobs,
+        force=force,
     )
+    if bundle or trust:
+        from flagscale.release.bundle_build import build_from_bundle
+
+        report_errors(
+            verbose, lambda: build_from_bundle(split_names(device), bundle, trust, **options)
+        )
+        return
+    from flagscale.builds.command import build_command
+
+    report_errors(verbose, lambda: build_command(split_names(device), **options))
 
 
 namespace.add_task(build)
@@ -227,7 +229,7 @@ def record_history(
     verbose: bool = False,
 ) -> None:
     """Record a device type's committed patch sets in hardware/patch_history.yaml."""
-    from flagscale.vendor.history import record_command
+    from flagscale.vendor.history_record import record_command
 
     report_errors(
         verbose,
@@ -246,7 +248,7 @@ def record_history(
 )
 def check_history(c: Context, repair: bool = False, verbose: bool = False) -> None:
     """Check hardware/patch_history.yaml against the repository (--repair to fix it)."""
-    from flagscale.vendor.history import check_command
+    from flagscale.vendor.history_check import check_command
 
     report_errors(verbose, lambda: check_command(repair=repair))
 
@@ -301,7 +303,7 @@ namespace.add_task(smoke)
 @task(help={"verbose": VERBOSE_HELP})
 def ci_matrix(c: Context, verbose: bool = False) -> None:
     """Print the CI device matrix (device types and runner labels) as JSON."""
-    from flagscale.ci.main import matrix_command
+    from flagscale.ci.devices import matrix_command
 
     report_errors(verbose, matrix_command)
 

@@ -95,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.update(IDENTITY)
 
-    from flagscale.build.builder import BuildRequest, build_devices
+    from flagscale.builds.builder import BuildRequest, build_devices
     from flagscale.overlay.layered_trees import flagscale_tree, layered_tree, scratch_repo
     from flagscale.upstream.workspace import find_workspace
     from tests.build_fixtures import BACKEND, DEVICE, clone_user, make_big_origin

@@ -10,7 +10,7 @@ Generates a workspace in a temporary folder (nothing outside it is touched):
 * then a pin bump and a base-layer change, so some sets drift.
 
 Then it times the matrix (cold: fresh scratch repository; warm: again) and one full
-``inv build --device`` of one device type (``flagscale.build.builder.build_devices``), and
+``inv build --device`` of one device type (``flagscale.builds.builder.build_devices``), and
 prints the figures (``--json PATH`` writes them too). Run: ``python benchmarks/bench_matrix.py``.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flagscale.build.builder import BuildRequest, build_devices  # noqa: E402
+from flagscale.builds.builder import BuildRequest, build_devices  # noqa: E402
 from flagscale.overlay import layered_trees  # noqa: E402
 from flagscale.release.matrix import build_matrix, render_table  # noqa: E402
 from flagscale.upstream.workspace import load_workspace  # noqa: E402

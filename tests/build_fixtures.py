@@ -1,7 +1,7 @@
 """Vendor data for the build tests: real patch sets made by ``inv patch``'s library, real clones.
 
 ``make_origin`` builds a vendor's FlagScale (tests/vendor_workspace.py), turns the adaptation into
-patch sets with ``flagscale.vendor.patchset.create_patch_sets``, records the history and commits
+patch sets with ``flagscale.vendor.make_sets.create_patch_sets``, records the history and commits
 it. A user then clones that repository (``clone_user``) and builds from the clone.
 """
 
@@ -17,8 +17,9 @@ from pathlib import Path
 import yaml
 
 from flagscale.upstream.workspace import find_workspace
-from flagscale.vendor.history import load_history, record_history, write_history
-from flagscale.vendor.patchset import PatchRequest, create_patch_sets
+from flagscale.vendor.history import load_history, write_history
+from flagscale.vendor.history_record import record_history
+from flagscale.vendor.make_sets import PatchRequest, create_patch_sets
 from tests.gitrepos import commit_all, run_git, snapshot, write_files
 from tests.vendor_workspace import (
     BACKEND,

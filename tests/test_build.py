@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flagscale.build.builder import BuildRequest, build_devices
-from flagscale.build.command import unpatch_device_command
-from flagscale.build.fingerprint import read_record
+from flagscale.builds.builder import BuildRequest, build_devices
+from flagscale.builds.command import unpatch_device_command
+from flagscale.builds.fingerprint import read_record
 from flagscale.core.errors import FlagScaleError
 from flagscale.upstream.workspace import find_workspace
 from flagscale.vendor import crypto

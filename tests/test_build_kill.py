@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from flagscale.build.builder import BuildRequest, build_devices
-from flagscale.build.fingerprint import read_record
-from flagscale.build.lock import DeviceLock, clean_stale, replace_directory
+from flagscale.builds.builder import BuildRequest, build_devices
+from flagscale.builds.fingerprint import read_record
+from flagscale.builds.lock import DeviceLock, clean_stale, replace_directory
 from flagscale.core.errors import FlagScaleError
 from flagscale.upstream.workspace import find_workspace
 from tests.build_fixtures import (

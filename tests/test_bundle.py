@@ -19,13 +19,13 @@ from flagscale.release.bundle import (
     MANIFEST,
     SIGNATURE,
     BundleError,
-    bundle_commit,
     bundle_name,
     create_bundle,
     extract_verified,
     open_verified_bundle,
     verify_bundle,
 )
+from flagscale.release.bundle_build import build_from_bundle, bundle_commit
 from flagscale.upstream.workspace import load_workspace
 from tests.gitrepos import inv, run_git, write_files
 from tests.isolation import isolated_git
@@ -661,17 +661,13 @@ def test_build_from_bundle_refuses_a_clone_whose_sets_differ(tmp_path: Path) -> 
 
 
 def test_build_bundle_flags_that_do_not_go_together(tmp_path: Path) -> None:
-    from flagscale.build.command import build_command
-
     with pytest.raises(FlagScaleError, match="--trust is only used with --bundle PATH"):
-        build_command(["Metax_C550"], trust="k.pub", start=tmp_path)
+        build_from_bundle(["Metax_C550"], trust="k.pub", start=tmp_path)
     with pytest.raises(BundleError, match="--commit and --bundle exclude each other"):
-        build_command(["Metax_C550"], bundle="b.tar.gz", trust="k.pub", commit="HEAD")
+        build_from_bundle(["Metax_C550"], bundle="b.tar.gz", trust="k.pub", commit="HEAD")
 
 
 def test_build_from_bundle_takes_the_entry_from_the_bundles_history(tmp_path: Path) -> None:
-    from flagscale.build.command import build_command
-
     rw, commits = standard_release(tmp_path)
     private, public = keypair(tmp_path)
     path = create_bundle(
@@ -683,7 +679,7 @@ def test_build_from_bundle_takes_the_entry_from_the_bundles_history(tmp_path: Pa
         match=f"its hardware/patch_history.yaml has no entry for Metax_C550 task inference at"
         f" {commits['sets']}, the commit its patch sets were cut from",
     ):
-        build_command(["Metax_C550"], task="inference", **options)
+        build_from_bundle(["Metax_C550"], task="inference", **options)
     with pytest.raises(BundleError, match="holds no patch sets for Ascend_910B; it holds Metax_C5"):
-        build_command(["Ascend_910B"], **options)
+        build_from_bundle(["Ascend_910B"], **options)
     assert not (rw.root / "build").exists()

@@ -12,16 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flagscale.ci.main import (
-    WORKFLOW,
-    ci_devices,
-    ci_key_paths,
-    fresh_build,
-    load_workflow,
-    matrix,
-    session_name,
-    validate_workspace,
-)
+from flagscale.ci.devices import ci_devices, matrix, session_name
+from flagscale.ci.unpatch_and_test import ci_key_paths, fresh_build
+from flagscale.ci.validate import WORKFLOW, load_workflow, validate_workspace
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.schema import SchemaError, validate
 from flagscale.upstream.workspace import load_workspace

@@ -8,16 +8,10 @@ import pytest
 
 from flagscale.core.errors import FlagScaleError
 from flagscale.upstream.workspace import FLAGSCALE, load_workspace
-from flagscale.vendor.history import (
-    HISTORY,
-    HistoryEntry,
-    check_history,
-    dump_history,
-    load_history,
-    record_history,
-    resolve,
-)
-from flagscale.vendor.patchset import PatchRequest, create_patch_sets
+from flagscale.vendor.history import HISTORY, HistoryEntry, dump_history, load_history, resolve
+from flagscale.vendor.history_check import check_history
+from flagscale.vendor.history_record import record_history
+from flagscale.vendor.make_sets import PatchRequest, create_patch_sets
 from tests.gitrepos import commit_all, inv, run_git, write_files
 from tests.vendor_workspace import BACKEND, VendorWorkspace, adapt_backend, make_vendor_workspace
 

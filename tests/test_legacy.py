@@ -16,8 +16,8 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from flagscale.build.builder import BuildRequest, build_devices
-from flagscale.build.fingerprint import read_record
+from flagscale.builds.builder import BuildRequest, build_devices
+from flagscale.builds.fingerprint import read_record
 from flagscale.core.errors import FlagScaleError
 from flagscale.upstream.workspace import find_workspace
 from flagscale.vendor.legacy import parse_diff_yaml

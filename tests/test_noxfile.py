@@ -32,7 +32,8 @@ def test_sessions_of_a_workspace_with_history(tmp_path: Path) -> None:
     shutil.copy(TOOL_ROOT / "noxfile.py", root / "noxfile.py")
     assert nox_list(root / "noxfile.py") == [
         "* tests -> Run the test suite (pytest, 2 workers; pass pytest arguments after --).",
-        "* lint -> Lint and format-check with ruff.",
+        "* lint -> Lint and format-check with ruff; check the import layers"
+        " (docs/architecture.md).",
         "* validate -> Check backends.yaml, the history, patch-set metadata, smoke cases and"
         " goldens.",
         f"- unpatch_and_test(device='Generic_CPU') -> {DOCSTRING}",
@@ -41,7 +42,7 @@ def test_sessions_of_a_workspace_with_history(tmp_path: Path) -> None:
 
 
 def test_this_repositorys_sessions_match_the_ci_matrix() -> None:
-    from flagscale.ci.main import matrix
+    from flagscale.ci.devices import matrix
     from flagscale.upstream.workspace import load_workspace
 
     lines = nox_list(TOOL_ROOT / "noxfile.py")

@@ -14,12 +14,8 @@ import yaml
 from flagscale.core.errors import FlagScaleError
 from flagscale.overlay import layered_trees
 from flagscale.upstream.workspace import FLAGSCALE, load_workspace
-from flagscale.vendor.patchset import (
-    PatchRequest,
-    create_patch_sets,
-    load_patch_set,
-    read_metadata,
-)
+from flagscale.vendor.make_sets import PatchRequest, create_patch_sets
+from flagscale.vendor.patchset import load_patch_set, read_metadata
 from tests.gitrepos import inv, run_git, snapshot, write_files
 from tests.vendor_workspace import (
     BACKEND,

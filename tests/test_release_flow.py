@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from flagscale.build.command import build_command
+from flagscale.builds.command import build_command
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git_ok
 from flagscale.release import signing
 from flagscale.release.bundle import create_bundle, verify_bundle
+from flagscale.release.bundle_build import build_from_bundle
 from flagscale.release.matrix import build_matrix
 from flagscale.upstream.workspace import load_workspace
 from tests.build_fixtures import DEVICE, Origin, clone_user, make_origin, stat_signature
@@ -109,9 +110,9 @@ def test_real_patch_sets_bundle_verify_matrix_and_build_from_bundle(tmp_path: Pa
         match=r"Metax_C550/FlagScale/FlagScale\.patch\.enc is "
         r"encrypted with key fsk1-\w+: no --key-path given",
     ):
-        build_command([DEVICE], **options)
+        build_from_bundle([DEVICE], **options)
     assert not (older / "build" / DEVICE).exists()
-    build_command([DEVICE], key_paths=[str(origin.key)], **options)
+    build_from_bundle([DEVICE], key_paths=[str(origin.key)], **options)
     assert built(older) == built(user)
     assert untouched(older) == before
     assert not (older / "hardware").exists()  # nothing of the bundle lands in the work tree
@@ -137,7 +138,7 @@ def test_bundle_builds_match_git_builds_need_the_base_and_refuse_tampering(
     user = clone_user(origin.root, tmp_path / "user", init=True)
     build_command([DEVICE], start=user)
     capsys.readouterr()
-    build_command([DEVICE], start=user, **options)
+    build_from_bundle([DEVICE], start=user, **options)
     assert f"build/{DEVICE}: up to date" in capsys.readouterr().out
 
     # A tampered bundle is refused before anything is written.
@@ -149,12 +150,12 @@ def test_bundle_builds_match_git_builds_need_the_base_and_refuse_tampering(
     tampered = tmp_path / "tampered.tar.gz"
     tampered.write_bytes(pack([Member(name, data) for name, data in files.items()]))
     with pytest.raises(FlagScaleError, match=f"file {patch} was changed after signing"):
-        build_command([DEVICE], start=older, bundle=str(tampered), trust=str(public))
+        build_from_bundle([DEVICE], start=older, bundle=str(tampered), trust=str(public))
     assert not (older / "build").exists() and not (older / ".git" / "flagscale").exists()
     assert untouched(older) == before
 
     # The genuine bundle builds there, the same tree as the clone with the commit.
-    build_command([DEVICE], start=older, **options)
+    build_from_bundle([DEVICE], start=older, **options)
     assert built(older) == built(user)
     assert untouched(older) == before
 

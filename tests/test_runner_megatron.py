@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flagscale.ci.main import fresh_build
+from flagscale.ci.unpatch_and_test import fresh_build
 from flagscale.runner.smoke import SmokeError, run_smoke
 from tests.gitrepos import TOOL_ROOT
 

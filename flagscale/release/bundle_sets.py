@@ -2,11 +2,11 @@
 
 A verified bundle (``flagscale.release.bundle.verify_bundle``: signature and every hash checked,
 files in memory) carries the history slice, each patch set's ``metadata.yaml`` and its patch files.
-``BundleSets`` is the bundle as a ``buildplan.SetSource``: it chooses the history entry from the
-bundle's history and reads the sets from the bundle's bytes, naming each file and folder by the
-id git gives it. A build from a bundle therefore has the same inputs (and fingerprint) whether or
-not the clone holds the commit the bundle was cut from; only FlagScale's files at each set's
-``flagscale_base`` and the backends' pins come from the clone. Nothing is written anywhere.
+``BundleSets`` is the bundle as a ``flagscale.vendor.stored_sets.SetSource``: it chooses the history
+entry from the bundle's history and reads the sets from the bundle's bytes, naming each file and
+folder by the id git gives it. A build from a bundle therefore has the same inputs (and fingerprint)
+whether or not the clone holds the commit the bundle was cut from; only FlagScale's files at each
+set's ``flagscale_base`` and the backends' pins come from the clone. Nothing is written anywhere.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from flagscale.build.plan import Entry, HistoryChoice, SetPlan, set_from_metadata
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.schema import parse_document, validate
 from flagscale.release.bundle import BundleError, VerifiedBundle, git_blob_id
 from flagscale.upstream.workspace import Workspace
 from flagscale.vendor.committed import HISTORY
+from flagscale.vendor.stored_sets import Entry, HistoryChoice, SetPlan, set_from_metadata
 
 __all__ = ["BundleSets", "sets_commit", "tree_id"]
 
@@ -84,7 +84,7 @@ class BundleSets:
     ) -> HistoryChoice:
         """The bundle's history entry of ``device_type`` that records the bundled sets' commit.
 
-        Like ``buildplan.choose_history``: ``task`` and ``backends`` narrow the choice; of the
+        Like ``stored_sets.choose_history``: ``task`` and ``backends`` narrow the choice; of the
         entries left, the one with the widest backend key wins, else the choice is ambiguous.
         """
         recorded = sets_commit(self.bundle, device_type)

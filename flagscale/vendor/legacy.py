@@ -15,23 +15,21 @@ The oldest sets name the base in the file names instead (``<short commit>.patch`
 That tool reset a backend to its commit and applied the vendor patch with
 ``git apply --whitespace=fix``, without laying the base layer first (the vendor's diff already
 contains it), and checked FlagScale out at the newest of the sets' base commits. This module maps
-a set onto the same build pipeline as current patch sets (``flagscale.build.plan.SetPlan``) with
-those semantics; docs/legacy-layout.md has the details.
+a set onto the same build pipeline as current patch sets (``flagscale.vendor.set_plan.SetPlan``)
+with those semantics; docs/legacy-layout.md has the details.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import commit_id, git_ok
 from flagscale.core.schema import parse_document, validate
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
-
-if TYPE_CHECKING:
-    from flagscale.build.plan import Entry, HistoryChoice, SetPlan
+from flagscale.vendor.set_plan import Entry, HistoryChoice, SetFile, SetPlan
 
 __all__ = [
     "DIFF_YAML",
@@ -136,8 +134,6 @@ def read_legacy_set(
     texts: Mapping[str, bytes],
 ) -> SetPlan:
     """The set in ``folder`` (FlagScale's older layout) as a build pipeline SetPlan."""
-    from flagscale.build.plan import SetFile, SetPlan
-
     at = f" at {choice.commit[:12]}"
     metadata_name, name_commit = _metadata_file(files, folder, at)
     source = f"{folder}/{metadata_name}{at}"

@@ -1,12 +1,12 @@
 """Isolated builds per device type: ``build/<Vendor_Model>/``, complete, plain files, atomic.
 
-For each device type: the history names a FlagScale commit (``flagscale.build.plan``); the patch
+For each device type: the history names a FlagScale commit (``flagscale.builds.plan``); the patch
 sets stored there name the FlagScale base and each backend's pin. The build tree is FlagScale's
 files at the base with its FlagScale patch set, and ``third_party/<backend>/`` = the pin with the
 base layer and the backend's vendor patch set. All of it is assembled as git objects through
-temporary index files (``flagscale.build.assemble``), written out with one ``git checkout-index``
-beside the target and swapped in (``flagscale.build.lock``). A fingerprint of the inputs
-(``flagscale.build.fingerprint``) makes an unchanged rebuild a no-op.
+temporary index files (``flagscale.builds.assemble``), written out with one ``git checkout-index``
+beside the target and swapped in (``flagscale.builds.lock``). A fingerprint of the inputs
+(``flagscale.builds.fingerprint``) makes an unchanged rebuild a no-op.
 
 The user's work tree, branch, index and stash are never touched; decrypted patches live in
 memory and in the build's private staging folder only.
@@ -24,18 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flagscale import __version__
-from flagscale.core.atomic import write_atomically
-from flagscale.build.lock import (
-    DeviceLock,
-    clean_stale,
-    remove_tree,
-    replace_directory,
-    staging_path,
-)
-from flagscale.build.plan import GIT_SETS, BuildPlan, SetPlan, SetSource, plan_device, read_blobs
-from flagscale.build.assemble import Assembler, Component, PatchApplyError, PatchPiece
-from flagscale.core.errors import FlagScaleError
-from flagscale.build.fingerprint import (
+from flagscale.builds.assemble import Assembler, Component, PatchApplyError, PatchPiece
+from flagscale.builds.fingerprint import (
     RECORD_NAME,
     STATE_NAME,
     BuildRecord,
@@ -46,10 +36,21 @@ from flagscale.build.fingerprint import (
     record_bytes,
     scan_folder,
 )
+from flagscale.builds.lock import (
+    DeviceLock,
+    clean_stale,
+    remove_tree,
+    replace_directory,
+    staging_path,
+)
+from flagscale.builds.plan import BuildPlan, plan_device
+from flagscale.core.atomic import write_atomically
+from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git
 from flagscale.core.progress import Progress
 from flagscale.core.schema import validate
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
+from flagscale.vendor.stored_sets import GIT_SETS, SetPlan, SetSource, read_blobs
 
 __all__ = [
     "BUILD_DIR",

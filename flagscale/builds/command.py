@@ -15,7 +15,7 @@ from invoke.tasks import Task
 from flagscale.core.errors import FlagScaleError
 
 if TYPE_CHECKING:
-    from flagscale.build.plan import SetSource
+    from flagscale.vendor.stored_sets import SetSource
 
 __all__ = ["BuildTask", "build_command", "unpatch_device_command"]
 
@@ -41,28 +41,16 @@ def build_command(
     jobs: int = 0,
     force: bool = False,
     start: Path | None = None,
-    bundle: str | None = None,
-    trust: str | None = None,
     source: SetSource | None = None,
 ) -> dict[str, Path]:
     """``inv build --device V_M ...``: build the device types' trees in the workspace.
 
-    With ``bundle`` the release bundle is verified against ``trust`` first and the build uses
-    its patch sets (``flagscale.release.bundle.build_from_bundle``, which passes them on as ``source``;
-    default: the history commit's git objects).
+    ``source`` says where the patch sets come from (default: the history commit's git objects;
+    ``flagscale.release.bundle_build`` passes a verified bundle's).
     """
-    from flagscale.build.builder import BuildRequest, build_devices
-    from flagscale.build.plan import GIT_SETS
+    from flagscale.builds.builder import BuildRequest, build_devices
     from flagscale.upstream.workspace import find_workspace
-
-    if bundle or trust:
-        from flagscale.release.bundle import build_from_bundle
-
-        if not bundle:
-            raise FlagScaleError("--trust is only used with --bundle PATH")
-        options = dict(task=task, commit=commit, key_paths=key_paths, backends=backends)
-        options.update(three_way=three_way, jobs=jobs, force=force, start=start)
-        return build_from_bundle(list(devices), bundle, trust, **options)
+    from flagscale.vendor.stored_sets import GIT_SETS
 
     if jobs < 0:
         raise FlagScaleError(f"--jobs {jobs}: must be 0 (automatic) or more")

@@ -1,1 +1,0 @@
-"""Isolated builds per device type: plan, assemble, fingerprint, lock and swap, the build command."""

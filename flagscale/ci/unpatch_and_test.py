@@ -1,0 +1,81 @@
+"""One device type's CI job: validate, build in a fresh clone, run every smoke case.
+
+``python -m flagscale.ci unpatch-and-test --device V_M``, which
+``nox -s "unpatch_and_test(device='V_M')"`` runs (docs/ci.md).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flagscale.ci.devices import SMOKE_CASES, TASK, smoke_cases
+from flagscale.ci.validate import validate_workspace
+from flagscale.core.errors import FlagScaleError
+from flagscale.upstream.workspace import load_workspace
+
+__all__ = ["KEY_PATHS_ENV", "ci_key_paths", "fresh_build", "unpatch_and_test"]
+
+
+KEY_PATHS_ENV = "FLAGSCALE_KEY_PATHS"  # key files for encrypted patch sets in CI
+
+
+def ci_key_paths() -> tuple[Path, ...]:
+    """Key files for encrypted patch sets, from ``$FLAGSCALE_KEY_PATHS`` (os.pathsep-separated).
+
+    CI hosts write each vendor's key from a secret into a 0600 file and name it here.
+    """
+    value = os.environ.get(KEY_PATHS_ENV, "")
+    return tuple(Path(part) for part in value.split(os.pathsep) if part.strip())
+
+
+def fresh_build(
+    root: Path, device_type: str, folder: Path, *, key_paths: tuple[Path, ...] = ()
+) -> Path:
+    """Clone the workspace's committed state into ``folder`` and build ``device_type`` there.
+
+    The build comes from the history and patch sets as committed; nothing in the developer's
+    ``build/`` or ``third_party/`` is used or touched. Returns the build tree.
+    """
+    from flagscale.builds.builder import BuildRequest, build_devices
+    from flagscale.core.gitcli import git
+
+    clone = folder / "workspace"
+    git(["clone", "--quiet", "--shared", "--no-recurse-submodules", str(root), str(clone)], folder)
+    request = BuildRequest(devices=(device_type,), task=TASK, key_paths=key_paths)
+    return build_devices(load_workspace(clone), request)[device_type]
+
+
+def unpatch_and_test(
+    root: Path,
+    device_type: str,
+    *,
+    work: Path | None = None,
+    report: Callable[[str], None] = print,
+) -> list[Any]:
+    """CI for one device type: validate, fresh build, then every smoke case against its golden.
+
+    Returns the SmokeOutcome of each case; raises on the first failure.
+    """
+    from flagscale.runner.smoke import describe, run_smoke
+    from flagscale.vendor.patchset import check_device_type
+
+    check_device_type(device_type)
+    root = root.resolve()
+    checked = validate_workspace(root)
+    report(f"validated {len(checked)} files")
+    cases = smoke_cases(root)
+    if not cases:
+        raise FlagScaleError(f"no smoke cases in {SMOKE_CASES}/", hint="add ci/smoke/<case>.yaml")
+    with tempfile.TemporaryDirectory(prefix=f"flagscale-ci-{device_type}-", dir=work) as temp:
+        build = fresh_build(root, device_type, Path(temp), key_paths=ci_key_paths())
+        report(f"built {device_type} in a fresh clone: {build}")
+        outcomes = []
+        for case in cases:
+            outcome = run_smoke(root, device_type, case, build_dir=build)
+            outcomes.append(outcome)
+            report(describe(device_type, outcome))
+    return outcomes

@@ -1,0 +1,424 @@
+"""Making vendor patch sets: turning a vendor's in-place adaptation into files under ``hardware/``.
+
+``inv patch --device-type V_M --task ... --backend ... --commit <base>``: each backend's set is
+the diff between FlagScale at ``<base>`` with its base layer applied and the work tree as the
+vendor left it (``flagscale.overlay.layered_trees``); FlagScale's own files make the FlagScale
+set. The sets are written and committed by ``flagscale.vendor.commit_sets``; the user's branch,
+index, stash and work tree stay as they were, except that the new sets are written and committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flagscale import __version__
+from flagscale.core.errors import FlagScaleError
+from flagscale.core.gitcli import git, git_text
+from flagscale.core.paths import check_relative
+from flagscale.overlay.layered_trees import (
+    GITLINK,
+    WORKTREE_EXCLUDES,
+    changed_entries,
+    diff_trees,
+    filter_tree,
+    flagscale_tree,
+    flagscale_worktree_tree,
+    layered_tree,
+    pin_at,
+    resolve_commit,
+    scratch_repo,
+    worktree_tree,
+)
+from flagscale.upstream.workspace import DECLARATION, FLAGSCALE, Workspace
+from flagscale.vendor.commit_sets import check_filters, recover_interrupted, write_and_commit
+from flagscale.vendor.patchset import (
+    ALGORITHM,
+    HARDWARE,
+    METADATA,
+    TASKS,
+    PatchMetadata,
+    check_device_type,
+    check_task,
+    dump_metadata,
+    encryption_name,
+    parse_metadata,
+    set_folder,
+)
+
+__all__ = ["PatchRequest", "check_identity", "create_patch_sets", "patch_command"]
+
+
+@dataclass
+class PatchRequest:
+    """What ``inv patch --device-type`` asks for; missing pieces are prompted for on a terminal."""
+
+    device_type: str
+    tasks: list[str]
+    backends: list[str]
+    commit: str
+    key_path: Path | None = None
+    backend_version: str | None = None
+    models: list[str] | None = None
+    message: str | None = None
+    contact: str | None = None
+    ask: Callable[[str], str] | None = None  # default: input() when stdin is a terminal
+    report: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
+
+
+def _check_tasks(tasks: Sequence[str]) -> list[str]:
+    if not tasks:
+        raise FlagScaleError("no --task given", hint=f"pass one or more of {', '.join(TASKS)}")
+    return sorted(dict.fromkeys(check_task(name) for name in tasks))
+
+
+def _check_backends(ws: Workspace, backends: Sequence[str]) -> list[str]:
+    if not backends:
+        raise FlagScaleError(
+            "no --backend given", hint=f"name {FLAGSCALE} and/or declared upstream backends"
+        )
+    for name in backends:
+        if name != FLAGSCALE and name not in ws.backends:
+            known = ", ".join([FLAGSCALE, *sorted(ws.backends)])
+            raise FlagScaleError(
+                f"unknown backend {name!r}: {DECLARATION} declares {known}",
+                hint="use one of those names",
+            )
+    return list(dict.fromkeys(backends))
+
+
+def check_identity(ws: Workspace) -> None:
+    """Refuse early when git could not commit for lack of a configured name and email."""
+    for variable in ("GIT_AUTHOR_IDENT", "GIT_COMMITTER_IDENT"):
+        result = git(["-c", "user.useConfigOnly=true", "var", variable], ws.root, check=False)
+        if not result.strip():
+            raise FlagScaleError(
+                f"git has no identity to commit with in {ws.root}",
+                hint='run `git config --global user.name "Your Name"` and '
+                "`git config --global user.email you@example.com`",
+            )
+
+
+def _check_device_folder_clean(ws: Workspace, device: str) -> None:
+    """Refuse when ``hardware/<device>/`` has uncommitted edits (they could be overwritten)."""
+    folder = f"{HARDWARE}/{device}"
+    status = git(["status", "--porcelain", "-z", "--untracked-files=all", "--", folder], ws.root)
+    dirty = [record[3:].decode("utf-8", "replace") for record in status.split(b"\0") if record]
+    if dirty:
+        shown = ", ".join(dirty[:3]) + (f" and {len(dirty) - 3} more" if len(dirty) > 3 else "")
+        raise FlagScaleError(
+            f"{folder}/ has uncommitted changes ({shown}): inv patch writes and commits there",
+            hint="commit or stash them first",
+        )
+
+
+@dataclass(frozen=True)
+class _Pieces:
+    backend_version: str
+    models: tuple[str, ...]
+    message: str
+    contact: str
+
+
+def _ask_function(request: PatchRequest) -> Callable[[str], str] | None:
+    if request.ask is not None:
+        return request.ask
+    try:
+        interactive = sys.stdin is not None and sys.stdin.isatty()
+    except ValueError:  # closed stdin
+        interactive = False
+    return input if interactive else None
+
+
+def _gather_pieces(request: PatchRequest) -> _Pieces:
+    encrypting = request.key_path is not None
+    ask = _ask_function(request)
+    missing = [
+        flag
+        for flag, value in (
+            ("--backend-version", request.backend_version),
+            ("--models", request.models),
+            ("--message", request.message),
+            ("--contact", request.contact if encrypting else "optional"),
+        )
+        if not value
+    ]
+    if missing and ask is None:
+        raise FlagScaleError(
+            f"missing {', '.join(missing)}: stdin is not a terminal, so nothing can be asked",
+            hint=f"pass {' '.join(f'{flag} ...' for flag in missing)}"
+            + (" (a contact is required when encrypting)" if "--contact" in missing else ""),
+        )
+    version = request.backend_version or _prompt(
+        ask, "Backend version (e.g. 0.16.1)", "--backend-version"
+    )
+    models = (
+        request.models or _prompt(ask, "Models adapted (e.g. aquila llama)", "--models").split()
+    )
+    message = request.message or _prompt(ask, "Commit message", "--message")
+    contact = request.contact
+    if contact is None and ask is not None:
+        label = "Contact for the key (name <mail>)" if encrypting else "Contact (optional)"
+        contact = _prompt(ask, label, "--contact", required=encrypting)
+    models_list = [m for value in models for m in value.replace(",", " ").split()]
+    return _Pieces(
+        backend_version=version.strip(),
+        models=tuple(sorted(dict.fromkeys(models_list))),
+        message=message.strip(),
+        contact=(contact or "").strip(),
+    )
+
+
+def _prompt(
+    ask: Callable[[str], str] | None, label: str, flag: str, *, required: bool = True
+) -> str:
+    assert ask is not None
+    for _attempt in range(3):
+        try:
+            answer = ask(f"{label}: ").strip()
+        except EOFError:
+            raise FlagScaleError(
+                f"no answer for {label.split(' (')[0].lower()}: the input ended",
+                hint=f"pass {flag} ... on the command line",
+            ) from None
+        if answer or not required:
+            return answer
+    raise FlagScaleError(f"no answer for {label.split(' (')[0].lower()}", hint="give a value")
+
+
+@dataclass(frozen=True)
+class _Patch:
+    backend: str
+    pin: str | None
+    data: bytes
+
+
+def _flagscale_excludes(ws: Workspace) -> tuple[str, ...]:
+    """What the FlagScale set leaves out: other trees, and the base layer (in its backends)."""
+    layers = [path for b in ws.backends.values() for path in (b.layer, b.deletions)]
+    return (*WORKTREE_EXCLUDES, DECLARATION, *layers)
+
+
+@dataclass(frozen=True)
+class _FlagScaleTrees:
+    """FlagScale's files at the base and in the work tree (third_party/, build/, hardware/ out)."""
+
+    base: str
+    work: str
+
+
+def _flagscale_patch(ws: Workspace, trees: _FlagScaleTrees) -> bytes:
+    excludes = _flagscale_excludes(ws)
+    old = filter_tree(ws, trees.base, excludes)
+    new = filter_tree(ws, trees.work, excludes)
+    return _checked_diff(ws, FLAGSCALE, old, new)
+
+
+def _backend_patch(ws: Workspace, name: str, base: str) -> bytes:
+    return _checked_diff(ws, name, layered_tree(ws, name, base), worktree_tree(ws, name))
+
+
+def _checked_diff(ws: Workspace, backend: str, old: str, new: str) -> bytes:
+    repo = scratch_repo(ws)
+    for before, after in changed_entries(repo, old, new):
+        where = f"{backend} patch"
+        check_relative(after.path, where)
+        if GITLINK in (before.mode, after.mode):
+            raise FlagScaleError(
+                f"{where}: {after.path} is a nested git repository (submodule)",
+                hint="a patch set holds files only: remove it or add its files",
+            )
+    return diff_trees(repo, old, new)
+
+
+def _warn_left_out(
+    ws: Workspace, base: str, trees: _FlagScaleTrees, backends: list[str], report: Callable
+) -> None:
+    """Say which FlagScale-side changes no selected set carries (they stay in the work tree)."""
+    left_out = [
+        after.path
+        for _before, after in changed_entries(scratch_repo(ws), trees.base, trees.work)
+        if _carrier(ws, after.path) not in backends
+    ]
+    if left_out:
+        shown = ", ".join(left_out[:3]) + (" ..." if len(left_out) > 3 else "")
+        report(
+            f"warning: {len(left_out)} changed file(s) since {base[:12]} are in no patch set"
+            f" made now (kept in your work tree): {shown}"
+        )
+
+
+def _carrier(ws: Workspace, path: str) -> str | None:
+    """The set that carries a changed FlagScale-side file: its backend's, FlagScale's, or none.
+
+    Base layer files reach a backend's set through third_party/<backend> (overlay links);
+    the declaration (pins, sources) is no vendor's to change.
+    """
+    if path == DECLARATION:
+        return None
+    for backend in ws.backends.values():
+        if path == backend.deletions or path.startswith(f"{backend.layer}/"):
+            return backend.name
+    return FLAGSCALE
+
+
+def _set_files(
+    ws: Workspace,
+    patch: _Patch,
+    pieces: _Pieces,
+    request: PatchRequest,
+    base: str,
+    key: bytes | None,
+    previous_ci: dict | None,
+) -> dict[str, bytes]:
+    from flagscale.vendor import crypto
+
+    device, name = request.device_type, patch.backend
+    file = f"{name}.patch"
+    data = patch.data
+    encryption = None
+    if key is not None:
+        data = crypto.encrypt_file_bytes(data, key, name=encryption_name(device, name, file))
+        file += crypto.ENCRYPTED_SUFFIX
+        encryption = {"algorithm": ALGORITHM, "key_id": crypto.key_id(key)}
+    metadata = PatchMetadata(
+        device_type=device,
+        backend=name,
+        flagscale_base=base,
+        backend_pin=patch.pin,
+        backend_version=pieces.backend_version,
+        models=pieces.models,
+        tasks=tuple(_check_tasks(request.tasks)),
+        contact=pieces.contact,
+        tool_version=__version__,
+        patches=(
+            {
+                "file": file,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "encrypted": key is not None,
+            },
+        ),
+        encryption=encryption,
+        ci=previous_ci,
+    )
+    document = dump_metadata(metadata)
+    parse_metadata(document, f"{set_folder(device, name)}/{METADATA}")  # never write a bad one
+    return {file: data, METADATA: document}
+
+
+def _previous_ci(ws: Workspace, device: str, backend: str) -> dict | None:
+    path = ws.path(f"{set_folder(device, backend)}/{METADATA}")
+    if not path.is_file():
+        return None
+    try:
+        return parse_metadata(path.read_bytes(), str(path)).ci
+    except FlagScaleError:
+        return None
+
+
+def create_patch_sets(ws: Workspace, request: PatchRequest) -> list[Path]:
+    """Write and commit the vendor patch sets of ``request``; return the folders written."""
+    device = check_device_type(request.device_type)
+    _check_tasks(request.tasks)
+    backends = _check_backends(ws, request.backends)
+    base = resolve_commit(ws, request.commit)
+    check_identity(ws)
+    recover_interrupted(ws, ws.path(f"{HARDWARE}/{device}"))
+    _check_device_folder_clean(ws, device)
+    pieces = _gather_pieces(request)
+
+    own = _FlagScaleTrees(
+        flagscale_tree(ws, base, exclude=WORKTREE_EXCLUDES), flagscale_worktree_tree(ws)
+    )
+    patches = []
+    for name in backends:
+        pin = None if name == FLAGSCALE else pin_at(ws, name, base)
+        data = _flagscale_patch(ws, own) if name == FLAGSCALE else _backend_patch(ws, name, base)
+        if not data:
+            raise FlagScaleError(
+                f"{name}: no changes against FlagScale {base} (with its base layer)",
+                hint=f"leave {name} out of --backend",
+            )
+        patches.append(_Patch(name, pin, data))
+    _warn_left_out(ws, base, own, backends, request.report)
+
+    key = _load_key(request)
+    sets = {
+        set_folder(device, patch.backend): _set_files(
+            ws, patch, pieces, request, base, key, _previous_ci(ws, device, patch.backend)
+        )
+        for patch in patches
+    }
+    check_filters(
+        ws,
+        {
+            f"{folder}/{name}": data
+            for folder, files in sets.items()
+            for name, data in files.items()
+        },
+    )
+    committed = write_and_commit(ws, sets, pieces.message)
+    for folder in sets:
+        request.report(f"wrote {folder}/")
+    head = git_text(["rev-parse", "HEAD"], ws.root)
+    request.report(
+        f"committed {head}" if committed else "patch sets unchanged: nothing new to commit"
+    )
+    return [ws.path(folder) for folder in sets]
+
+
+def _load_key(request: PatchRequest) -> bytes | None:
+    if request.key_path is None:
+        return None
+    from flagscale.vendor import crypto
+
+    key, created = crypto.load_or_create_key(Path(request.key_path))
+    if created:
+        request.report(
+            f"created a new encryption key at {request.key_path} (mode 0600): keep it secret,"
+            " and give it only to users who may decrypt these patches"
+        )
+    return key
+
+
+def patch_command(
+    device_type: str | None,
+    *,
+    tasks: list[str],
+    backends: list[str],
+    commit: str | None,
+    key_path: str | None = None,
+    backend_version: str | None = None,
+    models: list[str] | None = None,
+    message: str | None = None,
+    contact: str | None = None,
+) -> list[Path]:
+    """``inv patch --device-type ...``: make the sets in the current workspace and commit them."""
+    from flagscale.upstream.workspace import find_workspace
+
+    if device_type is None:
+        raise FlagScaleError(
+            "--task, --commit, --key-path, --backend-version, --models, --message and --contact"
+            " belong to vendor patch sets",
+            hint="add --device-type Vendor_Model",
+        )
+    if not commit:
+        raise FlagScaleError(
+            "missing --commit: the FlagScale commit your adaptation is based on",
+            hint="pass --commit <sha>",
+        )
+    request = PatchRequest(
+        device_type=device_type,
+        tasks=tasks,
+        backends=backends,
+        commit=commit,
+        key_path=Path(key_path).expanduser() if key_path else None,
+        backend_version=backend_version,
+        models=models or None,
+        message=message,
+        contact=contact,
+    )
+    return create_patch_sets(find_workspace(), request)
