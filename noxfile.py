@@ -54,11 +54,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint and format-check with ruff; check the import layers (docs/architecture.md)."""
-    install(session, "ruff>=0.6", "import-linter>=2.1")
+    """Lint and format-check with ruff; import layers; audit the CI workflows with zizmor."""
+    install(session, "ruff>=0.6", "import-linter>=2.1", "zizmor>=1.5")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("lint-imports")
+    session.run("zizmor", "--offline", *sorted(str(p) for p in ROOT.glob("ci/workflows/*.yml")))
 
 
 @nox.session
