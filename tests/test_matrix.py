@@ -20,6 +20,7 @@ from flagscale.release.matrix_html import render_html
 from flagscale.upstream.workspace import load_workspace
 from tests.gitrepos import commit_all, inv, run_git
 from tests.isolation import isolated_git
+from tests.toolcopy import copy_tool
 from tests.release_fixtures import (
     BACKEND,
     ReleaseWorkspace,
@@ -345,3 +346,11 @@ def test_undeclared_backend_is_an_error_row_not_a_failure(tmp_path: Path) -> Non
     odd = rows[("Odd_O1", "vllm")]
     assert odd["on_base"]["status"] == "error" and odd["current_pin"] is None
     assert "unknown backend 'vllm'" in odd["on_base"]["detail"]
+
+
+def test_matrix_pages_written_at_the_workspace_root_are_ignored_by_git(tmp_path: Path) -> None:
+    # docs/matrix.md writes them there: `inv matrix --json matrix.json --html matrix.html`.
+    root = copy_tool(tmp_path / "FlagScale")
+    for name in ("matrix.json", "matrix.html", "docs/matrix.json"):
+        (root / name).write_text("{}\n")
+    assert run_git(root, "status", "--porcelain", "--untracked-files=all") == "?? docs/matrix.json"
