@@ -20,7 +20,6 @@ from flagscale.release.matrix_html import render_html
 from flagscale.upstream.workspace import load_workspace
 from tests.gitrepos import commit_all, inv, run_git
 from tests.isolation import isolated_git
-from tests.toolcopy import copy_tool
 from tests.release_fixtures import (
     BACKEND,
     ReleaseWorkspace,
@@ -31,6 +30,7 @@ from tests.release_fixtures import (
     record_history,
     write_patch_set,
 )
+from tests.toolcopy import copy_tool
 
 A, B, C = (f"megatron/core/{name}.py" for name in "abc")
 
