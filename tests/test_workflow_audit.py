@@ -19,7 +19,7 @@ from tests.toolcopy import copy_tool
 
 def zizmor() -> str:
     """The zizmor binary (a console script of the test extra's ``zizmor``); skip without it."""
-    found = shutil.which("zizmor") or shutil.which("zizmor", path=sysconfig.get_path("scripts"))
+    found = shutil.which("zizmor", path=sysconfig.get_path("scripts")) or shutil.which("zizmor")
     if not found:
         pytest.skip("zizmor is not installed (python -m pip install -e '.[test]' brings it)")
     return found
