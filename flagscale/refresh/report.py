@@ -81,8 +81,11 @@ def build_report(state: dict[str, Any], status: str) -> dict[str, Any]:
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "backend": state["backend"],
         "kind": move.get("kind"),
-        "from": {"pin": move.get("old_pin"), "label": move.get("old_label")},
-        "to": {"pin": move.get("new_pin"), "label": move.get("new_label")},
+        "from": {"pin": move.get("old_pin"), "label": move.get("old_label") or "current pin"},
+        "to": {
+            "pin": move.get("new_pin"),
+            "label": move.get("new_label") or state["request"]["to"],
+        },
         "status": status,
         "flagscale": {
             "before": state["start"]["head"],
