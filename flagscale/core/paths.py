@@ -7,7 +7,7 @@ from pathlib import Path, PurePosixPath
 
 from flagscale.core.errors import FlagScaleError
 
-__all__ = ["UnsafePathError", "check_relative", "ensure_inside"]
+__all__ = ["UnsafePathError", "check_relative", "ensure_inside", "first_symlink"]
 
 
 class UnsafePathError(FlagScaleError):
@@ -64,3 +64,16 @@ def ensure_inside(root: Path, relative: str, where: str) -> Path:
                     f"{where}: {relative!r} goes through symlink {current} leading outside {root}"
                 )
     return Path(root) / relative
+
+
+def first_symlink(root: Path, relative: str) -> str | None:
+    """The first of ``relative``'s folders (itself included) under ``root`` that is a symlink.
+
+    Returns it relative to ``root``, or None when every component is a real folder or missing.
+    """
+    current = ""
+    for part in relative.split("/"):
+        current = f"{current}/{part}" if current else part
+        if os.path.islink(root / current):
+            return current
+    return None
