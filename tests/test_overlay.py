@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -683,44 +681,3 @@ def test_corrupt_record_is_reported(workspace: Path) -> None:
     record.write_text("{not json", encoding="utf-8")
     with pytest.raises(FlagScaleError, match=r"Megatron-LM.json.*not valid JSON"):
         lay(workspace)
-
-
-@pytest.mark.slow
-def test_killed_unpatch_is_finished_by_the_next_run(workspace: Path) -> None:
-    """``kill -9`` at any moment of a re-lay leaves a state the next run completes."""
-    bulk = {f"bulk/f{i:03}.py": f"v1 {i}\n" * 200 for i in range(300)}
-    write_files(workspace / LAYER, bulk)
-    lay(workspace, mode="copy")
-    script = "import sys; from flagscale.overlay.unpatch import unpatch; unpatch(mode='copy')"
-    record = state_paths(find_workspace(workspace).state_dir, NAME).record
-
-    def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-c", script],
-            cwd=workspace,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
-            stdout=subprocess.DEVNULL,
-        )
-
-    def rewrite_layer(version: int) -> None:
-        for i in range(300):
-            (workspace / LAYER / f"bulk/f{i:03}.py").write_text(f"v{version} {i}\n" * 200)
-
-    def wait_for_pending(process: subprocess.Popen[bytes]) -> None:
-        """Wait until the run has recorded what it is about to lay (or has finished)."""
-        while process.poll() is None and '"pending": {' not in record.read_text():
-            time.sleep(0.002)
-
-    cut_mid_run = 0
-    for version, delay in enumerate((0.0, 0.05, 0.15, 0.3), start=2):
-        rewrite_layer(version)
-        process = start()
-        wait_for_pending(process)
-        time.sleep(delay)
-        process.kill()
-        process.wait()
-        cut_mid_run += '"pending": {' in record.read_text()
-        lay(workspace, mode="copy")
-        assert (workspace / CHECKOUT / "bulk/f123.py").read_text() == f"v{version} 123\n" * 200
-        assert lay(workspace, mode="copy")[0].up_to_date
-    assert cut_mid_run, "no kill landed while the layer was being laid"

@@ -15,51 +15,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.gitrepos import (
-    TOOL_ROOT,
-    commit_all,
-    inv,
-    make_workspace,
-    run_git,
-    snapshot,
-    write_files,
+from tests.gitrepos import TOOL_ROOT, commit_all, inv, run_git, snapshot, write_files
+from tests.overlay_workspace import (
+    BASE_LAYER,
+    CHECKOUT,
+    DELETIONS,
+    EXTRA,
+    LAYER,
+    NAME,
+    PACKAGE_INFO,
+    UPSTREAM,
+    overlay_workspace,
 )
-
-NAME = "Megatron-LM"
-CHECKOUT = f"third_party/{NAME}"
-LAYER = f"backends/{NAME}"
-DELETIONS = f"backends/{NAME}.layer.yaml"
-PACKAGE_INFO = "megatron/core/package_info.py"
-EXTRA = "megatron/flagscale/extra.py"
-
-UPSTREAM = {
-    "README.md": "upstream readme\n",
-    PACKAGE_INFO: "VERSION = '0.16.1'\n",
-    "megatron/core/utils.py": "def util():\n    return 1\n",
-    "docs/old.md": "old\n",
-    ".gitignore": "*.pyc\n",
-}
-BASE_LAYER = {
-    PACKAGE_INFO: "VERSION = '0.16.1+flagscale'\n",
-    EXTRA: "EXTRA = 1\n",
-}
-
-_TEMPLATE: dict[str, Path] = {}
 
 
 @pytest.fixture
 def workspace(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """FlagScale with a committed base layer: an override, a layer-only file, a deletion."""
-    if "root" not in _TEMPLATE:
-        base = tmp_path_factory.mktemp("safety-template")
-        root, _ = make_workspace(base, {NAME: UPSTREAM})
-        write_files(root, {".gitignore": "/build/\n/.flagscale/\n"})
-        write_files(root / LAYER, BASE_LAYER)
-        (root / DELETIONS).write_text("version: 1\ndeleted:\n- docs/old.md\n", encoding="utf-8")
-        commit_all(root, "base layer")
-        _TEMPLATE["root"] = base
-    shutil.copytree(_TEMPLATE["root"], tmp_path / "ws", symlinks=True)
-    return tmp_path / "ws" / "FlagScale"
+    return overlay_workspace(tmp_path, tmp_path_factory.getbasetemp() / "overlay-template")
 
 
 def error_lines(stderr: str) -> list[str]:

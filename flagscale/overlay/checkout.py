@@ -71,7 +71,7 @@ class Checkout:
 
     def ensure_index(self, record: LaidRecord | None, pin: str) -> None:
         """Rebuild the laid index from the record when it is missing (it is only a cache)."""
-        self.index.clear_stale_lock()
+        self.index.clear_stale_lock(self.state.indexes[1:])
         if not self.index.exists():
             base = record.pin if record else pin
             self.index.rebuild(self.tree(base), record.entries if record else {})
@@ -123,7 +123,7 @@ class Checkout:
     def save_edits(self, edits: list[str]) -> Path:
         """Save ``edits`` (paths differing from the laid tree) as a patch; return its path."""
         expected = self.index.write_tree()
-        scratch = self.index.copy_to(self.state.index.with_name(self.state.index.name + ".save"))
+        scratch = self.index.copy_to(self.state.save_index)
         try:
             scratch.record(edits)
             actual = scratch.write_tree()

@@ -30,6 +30,7 @@ from flagscale.overlay.checkout import (
     saved_folder,
 )
 from flagscale.overlay.checkout_state import DELETED, PinTree, State, actual_state, read_head
+from flagscale.overlay.harvest_plan import HarvestPlan, plan_path
 from flagscale.overlay.laid_record import LaidRecord, backend_lock, fingerprint
 from flagscale.overlay.layer import Layer, overlay_target, read_layer
 from flagscale.overlay.layer_files import (
@@ -125,7 +126,9 @@ def harvest_base_layer(
         changed = checkout.changed_paths()
         layer = read_layer(workspace, backend, record.sources)
         pin = checkout.tree(record.pin)
-        decisions, conflicts = _decide(checkout, record, layer, pin, changed)
+        plan_file = plan_path(checkout.state.record)
+        earlier = HarvestPlan.load(plan_file, backend.name, record.pin)
+        decisions, conflicts = _decide(checkout, record, layer, pin, changed, earlier)
         refuse_layer_at_pin(
             backend,
             _layer_paths(pin, decisions),
@@ -144,8 +147,11 @@ def harvest_base_layer(
                 f" (restore with `{restore}`)"
             )
         killpoint("patch.saved")
+        planned = {d.path: d.result for d in decisions if d.from_checkout}
+        HarvestPlan(backend.name, record.pin, planned).save(plan_file)
         _write_layer(checkout, layer, plan, result)
         _settle_checkout(checkout, record, layer, decisions, changed)
+        plan_file.unlink()
         return result
 
 
@@ -174,9 +180,17 @@ def _laid_record(checkout: Checkout) -> LaidRecord:
 
 
 def _decide(
-    checkout: Checkout, record: LaidRecord, layer: Layer, pin: PinTree, changed: list[str]
+    checkout: Checkout,
+    record: LaidRecord,
+    layer: Layer,
+    pin: PinTree,
+    changed: list[str],
+    earlier: HarvestPlan | None = None,
 ) -> tuple[list[_Decision], list[_Decision]]:
-    """Decide every path that was laid, is in the layer, or changed in the checkout."""
+    """Decide every path that was laid, is in the layer, or changed in the checkout.
+
+    ``earlier`` is the plan of a run cut short: what it wrote into the layer is no conflict.
+    """
     name = checkout.backend.name
     contents = layer.contents(pin)
     candidates = set(record.entries) | set(changed) | set(contents)
@@ -193,7 +207,12 @@ def _decide(
         from_checkout = not overlay and not _unchanged(pin, path, laid, have)
         decision = _Decision(path, have, mine, theirs, overlay, from_checkout)
         decisions.append(decision)
-        if from_checkout and theirs != mine and _layer_moved(name, pin, path, laid, theirs):
+        if (
+            from_checkout
+            and theirs != mine
+            and _layer_moved(name, pin, path, laid, theirs)
+            and not (earlier is not None and earlier.wrote(path, theirs))
+        ):
             conflicts.append(decision)
     return decisions, conflicts
 
@@ -307,22 +326,26 @@ def _plan_layer(checkout: Checkout, layer: Layer, decisions: list[_Decision]) ->
 
 
 def _write_layer(checkout: Checkout, layer: Layer, plan: _LayerPlan, result: HarvestResult) -> None:
-    """Write the plan into ``backends/<b>``: removals first, then whole files, then the list."""
+    """Write the plan into ``backends/<b>``: removals, the deletion list, then whole files.
+
+    In this order the layer is valid after every step (no path both deleted and a file), so a
+    run cut short leaves a layer the next run can read.
+    """
     backend = checkout.backend
     for path in plan.removals:
         remove_path(layer.root, path)
         result.removed.append(path)
         killpoint("patch.remove")
-    for decision in plan.writes:
-        _write_one(checkout, layer, decision)
-        result.written.append(decision.path)
-        killpoint("patch.write")
     result.deletions = len(plan.deletions)
     if plan.deletions_change:
         where = backend.deletions
         write_deletions(checkout.workspace.path(where), plan.deletions, where)
         result.deletions_changed = True
     killpoint("patch.deletions")
+    for decision in plan.writes:
+        _write_one(checkout, layer, decision)
+        result.written.append(decision.path)
+        killpoint("patch.write")
 
 
 def _write_one(checkout: Checkout, layer: Layer, decision: _Decision) -> None:
@@ -368,7 +391,9 @@ def _settle_checkout(
         if state is not None:
             entries[path] = now if now is not None else DELETED
     checkout.index.restore(pin.commit, restores)
+    killpoint("patch.repointed")
     checkout.index.record(sorted(touched - set(restores)))
+    killpoint("patch.indexed")
     inputs = _inputs_if_laid(checkout, record, entries)
     LaidRecord(
         checkout.backend.name, record.pin, record.mode, entries, inputs, layer.prune_sources()
@@ -449,7 +474,7 @@ def _save_losses(
         if plan.deletions:
             text = deletions_text(plan.deletions).encode("utf-8")
             entries_after[backend.deletions] = ("100644", _blob(workspace.root, text))
-    scratch = checkout.state.index.with_name(f"{backend.name}.layer-save.index")
+    scratch = checkout.state.layer_save_index
     old_tree = tree_from_entries(workspace.root, entries_after, scratch)
     new_tree = tree_from_entries(workspace.root, entries_before, scratch)
     destination = saved_patch_path(saved_folder(workspace), f"{backend.name}-backends")

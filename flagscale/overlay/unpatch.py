@@ -27,6 +27,7 @@ from flagscale.overlay.checkout import (
     refuse_symlinked_checkout,
 )
 from flagscale.overlay.checkout_state import DELETED, PinTree, State, actual_state, read_head
+from flagscale.overlay.harvest_plan import plan_path
 from flagscale.overlay.laid_record import MODES, LaidRecord, backend_lock, fingerprint
 from flagscale.overlay.layer import Layer, read_layer
 from flagscale.overlay.layer_files import (
@@ -163,6 +164,7 @@ def _interrupted(record: LaidRecord | None, base: str, head: str) -> list[tuple[
     found: list[tuple[str, dict]] = []
     if record is not None and record.pending is not None:
         found.append(record.pending)
+        found.append((base, record.entries))  # a pin move clears what was laid first
     if head and head != base:
         found.append((head, record.entries if record else {}))
     return found
@@ -236,6 +238,7 @@ def _lay(
     laid_now = _transition(checkout, laid, desired, checkout.tree(pin), extra, layer, result)
     inputs = inputs if laid_now == desired else ""
     LaidRecord(name, pin, mode, laid_now, inputs, layer.prune_sources()).save(checkout.state.record)
+    plan_path(checkout.state.record).unlink(missing_ok=True)  # the layer is laid as it is now
 
 
 def _move_to_pin(
