@@ -50,7 +50,7 @@ def refuse_layer_at_pin(backend: Backend, paths: Iterable[LayerPath], consequenc
     raise FlagScaleError(
         f"{backend.name}: {backend.checkout} shows the pin's version, not {backend.layer}'s, at"
         f" {len(reverted)} path(s) (it looks reset to the pin): {shown}{more}; {consequence}",
-        hint=f"run `inv unpatch --backend {backend.name}` to lay them again (with --force if it"
-        " reports other edits: it saves those first); to drop a path from the base layer,"
+        hint=f"run `inv unpatch --backend {backend.name}` to lay them again, with --force if it"
+        " reports other edits (it saves those first); to drop a path from the base layer,"
         f" delete it in {backend.layer}/ or {backend.deletions}",
     )
