@@ -147,11 +147,12 @@ def harvest_base_layer(
                 f" (restore with `{restore}`)"
             )
         killpoint("patch.saved")
-        planned = {d.path: d.result for d in decisions if d.from_checkout}
-        HarvestPlan(backend.name, record.pin, planned).save(plan_file)
-        _write_layer(checkout, layer, plan, result)
+        if plan.changes_layer:
+            planned = {d.path: d.result for d in decisions if d.from_checkout}
+            HarvestPlan(backend.name, record.pin, planned).save(plan_file)
+            _write_layer(checkout, layer, plan, result)
         _settle_checkout(checkout, record, layer, decisions, changed)
-        plan_file.unlink()
+        plan_file.unlink(missing_ok=True)
         return result
 
 
@@ -298,6 +299,10 @@ class _LayerPlan:
     deletions: list[str]
     deletions_change: bool
 
+    @property
+    def changes_layer(self) -> bool:
+        return bool(self.removals or self.writes or self.deletions_change)
+
     def losses(self, conflicts: list[_Decision]) -> list[str]:
         """Paths whose current content in ``backends/<b>`` this plan removes or replaces."""
         found = set(self.removals) | set(self.replaced)
@@ -442,6 +447,8 @@ def _save_losses(
     from the new layer back to the current one. Returns its path, or None when nothing is lost.
     """
     workspace, backend = checkout.workspace, checkout.backend
+    if not plan.losses(conflicts) and not plan.deletions_change:
+        return None
     committed = _committed(workspace, backend)
     must = {d.path for d in conflicts}
     before: dict[str, tuple[str, Path]] = {}
