@@ -1,7 +1,7 @@
 """``kill -9`` at every step of ``inv unpatch`` and ``inv patch``: the next run finishes the work.
 
 The killed run and the one after it are real ``inv`` processes; the first is told to SIGKILL
-itself at a named point (``FLAGSCALE_KILL_AT``, see flagscale.core.killpoints): deterministic,
+itself at a named point (``FLAGSCALE_CRASH_AT``, see flagscale.core.crashpoints): deterministic,
 no timing. The outcome after the kill and one more run must be byte for byte what one
 uninterrupted run gives in a copy of the same workspace, and nothing the user wrote may be lost.
 Set-up and checks call the library directly (faster than a process each).
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from flagscale.core.killpoints import KILL_AT
+from flagscale.core.crashpoints import CRASH_VARIABLE
 from flagscale.overlay.laid_record import state_paths
 from flagscale.overlay.patch import patch
 from flagscale.overlay.unpatch import unpatch
@@ -45,7 +45,7 @@ def killed_inv(root: Path, point: str, *args: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "invoke", "--search-root", str(TOOL_ROOT), *args],
         cwd=root,
-        env={**os.environ, KILL_AT: point},
+        env={**os.environ, CRASH_VARIABLE: point},
         capture_output=True,
         check=False,
     )
@@ -97,12 +97,12 @@ def change_the_layer(root: Path) -> None:
 
 
 RELAY_POINTS = [
-    "unpatch.pending",
-    "unpatch.remove",
-    "unpatch.restored",
-    "unpatch.write",
-    "unpatch.write:2",
-    "unpatch.indexed",
+    "unpatch:pending",
+    "unpatch:remove",
+    "unpatch:restored",
+    "unpatch:write",
+    "unpatch:write@2",
+    "unpatch:indexed",
 ]
 
 
@@ -123,12 +123,12 @@ def test_killed_unpatch_is_finished_by_the_next_run(workspace: Path, point: str,
 
 
 MOVE_POINTS = [
-    "unpatch.move.pending",
-    "unpatch.move.cleared",
-    "unpatch.move.checked-out",
-    "unpatch.move.indexed",
-    "unpatch.pending",
-    "unpatch.write",
+    "unpatch:move-pending",
+    "unpatch:move-cleared",
+    "unpatch:move-checked-out",
+    "unpatch:move-indexed",
+    "unpatch:pending",
+    "unpatch:write",
 ]
 
 
@@ -161,7 +161,7 @@ def test_killed_pin_move_is_finished_by_the_next_run(workspace: Path, point: str
 
 @pytest.mark.parametrize(
     ("point", "mode"),
-    [("unpatch.saved", "symlink"), ("unpatch.saved", "copy"), ("unpatch.write", "copy")],
+    [("unpatch:saved", "symlink"), ("unpatch:saved", "copy"), ("unpatch:write", "copy")],
 )
 def test_killed_forced_unpatch_loses_no_edit(workspace: Path, point: str, mode: str) -> None:
     lay(workspace, mode=mode)
@@ -197,13 +197,13 @@ def edit_the_checkout(root: Path) -> None:
 
 
 PATCH_POINTS = [
-    "patch.saved",
-    "patch.remove",
-    "patch.write",
-    "patch.write:2",
-    "patch.deletions",
-    "patch.repointed",
-    "patch.indexed",
+    "patch:saved",
+    "patch:remove",
+    "patch:write",
+    "patch:write@2",
+    "patch:deletions",
+    "patch:repointed",
+    "patch:indexed",
 ]
 
 

@@ -14,9 +14,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from flagscale.builds.write_failures import failure_from_git
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import GitError, git
 from flagscale.core.paths import check_relative
+from flagscale.core.treelinks import tree_symlinks
 
 __all__ = [
     "Assembler",
@@ -25,6 +27,7 @@ __all__ = [
     "PatchPiece",
     "describe_apply_failure",
     "patch_paths",
+    "piece_for_path",
 ]
 
 # Settings that keep a build independent of the user's git configuration and offline.
@@ -114,11 +117,25 @@ class Assembler:
         return env
 
     def run(self, args: Sequence[str], index: str, **kwargs: object) -> bytes:
-        """Run git against the temp index ``index``."""
+        """Run git against the temp index ``index``.
+
+        A failure to write (full disk, read-only folder) raises WriteFailure naming the path,
+        never a message that would blame a patch.
+        """
         work_tree = kwargs.pop("work_tree", self.empty)
         env: Mapping[str, str] = self.env(index, work_tree=work_tree)  # type: ignore[arg-type]
         cwd = kwargs.pop("cwd", work_tree)
-        return git([*_NEUTRAL_CONFIG, *args], cwd, env=env, **kwargs)  # type: ignore[arg-type]
+        try:
+            return git([*_NEUTRAL_CONFIG, *args], cwd, env=env, **kwargs)  # type: ignore[arg-type]
+        except GitError as exc:
+            failure = failure_from_git(exc.stderr, self.work.parent)
+            if failure is not None:
+                raise failure from None
+            raise
+
+    def symlinks(self, tree: str) -> dict[str, str]:
+        """Every symlink of ``tree`` with its target."""
+        return tree_symlinks(lambda args, stdin: self.run(args, "links", stdin=stdin), tree)
 
     def patched_tree(self, component: Component, *, three_way: bool = False) -> str:
         """The tree of ``component`` with its patches applied; PatchApplyError names the hunk.
@@ -323,6 +340,15 @@ def locate_hunk(component: Component, path: str, old_line: int) -> tuple[str, st
                     header = text.split("@@")[1].strip()
                     return piece.label, f"@@ {header} @@ (line {number})"
     return _label_for_path(component, path), f"at line {old_line}"
+
+
+def piece_for_path(component: Component, path: str) -> str | None:
+    """The label of the patch file that changes ``path`` (relative to the component), if any."""
+    for piece in component.pieces:
+        for text in piece.text.decode("utf-8", "surrogateescape").splitlines():
+            if text.startswith("diff --git ") and _header_names(text, path):
+                return piece.label
+    return None
 
 
 def _label_for_path(component: Component, path: str) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.paths import first_symlink
-from flagscale.core.savededits import save_tree_diff, saved_patch_path
+from flagscale.core.savededits import save_tree_diff
 from flagscale.overlay.checkout_state import DELETED, LaidIndex, PinTree, State, actual_state
 from flagscale.overlay.laid_record import LaidRecord, StatePaths, state_paths
 from flagscale.overlay.layer_files import is_leftover
@@ -130,8 +130,5 @@ class Checkout:
         finally:
             scratch.path.unlink(missing_ok=True)
         return save_tree_diff(
-            self.root,
-            expected,
-            actual,
-            saved_patch_path(saved_folder(self.workspace), self.backend.name),
+            self.root, expected, actual, saved_folder(self.workspace), self.backend.name
         )

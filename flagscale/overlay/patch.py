@@ -13,12 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
-from flagscale.core.killpoints import killpoint
 from flagscale.core.paths import check_relative, ensure_inside
 from flagscale.core.savededits import (
     save_tree_diff,
-    saved_patch_path,
     tree_from_entries,
     write_blobs,
 )
@@ -146,7 +145,7 @@ def harvest_base_layer(
                 f" replaces ({len(plan.losses(conflicts))}) to {result.saved}"
                 f" (restore with `{restore}`)"
             )
-        killpoint("patch.saved")
+        crash_point("patch:saved")
         if plan.changes_layer:
             planned = {d.path: d.result for d in decisions if d.from_checkout}
             HarvestPlan(backend.name, record.pin, planned).save(plan_file)
@@ -340,17 +339,17 @@ def _write_layer(checkout: Checkout, layer: Layer, plan: _LayerPlan, result: Har
     for path in plan.removals:
         remove_path(layer.root, path)
         result.removed.append(path)
-        killpoint("patch.remove")
+        crash_point("patch:remove")
     result.deletions = len(plan.deletions)
     if plan.deletions_change:
         where = backend.deletions
         write_deletions(checkout.workspace.path(where), plan.deletions, where)
         result.deletions_changed = True
-    killpoint("patch.deletions")
+    crash_point("patch:deletions")
     for decision in plan.writes:
         _write_one(checkout, layer, decision)
         result.written.append(decision.path)
-        killpoint("patch.write")
+        crash_point("patch:write")
 
 
 def _write_one(checkout: Checkout, layer: Layer, decision: _Decision) -> None:
@@ -396,9 +395,9 @@ def _settle_checkout(
         if state is not None:
             entries[path] = now if now is not None else DELETED
     checkout.index.restore(pin.commit, restores)
-    killpoint("patch.repointed")
+    crash_point("patch:repointed")
     checkout.index.record(sorted(touched - set(restores)))
-    killpoint("patch.indexed")
+    crash_point("patch:indexed")
     inputs = _inputs_if_laid(checkout, record, entries)
     LaidRecord(
         checkout.backend.name, record.pin, record.mode, entries, inputs, layer.prune_sources()
@@ -484,8 +483,8 @@ def _save_losses(
     scratch = checkout.state.layer_save_index
     old_tree = tree_from_entries(workspace.root, entries_after, scratch)
     new_tree = tree_from_entries(workspace.root, entries_before, scratch)
-    destination = saved_patch_path(saved_folder(workspace), f"{backend.name}-backends")
-    return save_tree_diff(workspace.root, old_tree, new_tree, destination)
+    label = f"{backend.name}-backends"
+    return save_tree_diff(workspace.root, old_tree, new_tree, saved_folder(workspace), label)
 
 
 def _committed(workspace: Workspace, backend: Backend) -> dict[str, tuple[str, str]]:

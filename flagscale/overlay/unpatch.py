@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git
-from flagscale.core.killpoints import killpoint
 from flagscale.core.paths import check_relative
 from flagscale.overlay.checkout import (
     SHOWN_PATHS,
@@ -28,6 +28,7 @@ from flagscale.overlay.checkout import (
 )
 from flagscale.overlay.checkout_state import DELETED, PinTree, State, actual_state, read_head
 from flagscale.overlay.harvest_plan import plan_path
+from flagscale.overlay.laid_links import check_laid_links
 from flagscale.overlay.laid_record import MODES, LaidRecord, backend_lock, fingerprint
 from flagscale.overlay.layer import Layer, read_layer
 from flagscale.overlay.layer_files import (
@@ -133,12 +134,13 @@ def lay_base_layer(
             result.up_to_date = True
             _save_sources(checkout, record, layer)
             return result
+        check_laid_links(checkout, layer, pin)
         if edits:
             if not force:
                 raise _dirty_error(backend, edits)
             result.saved = checkout.save_edits(edits)
             echo(_saved_message(checkout, record, mode, len(edits), result.saved))
-        killpoint("unpatch.saved")
+        crash_point("unpatch:saved")
         _lay(checkout, record, layer, inputs, pin, mode, head, set(changed), result)
         return result
 
@@ -234,7 +236,7 @@ def _lay(
         _move_to_pin(checkout, laid, base, pin, extra, mode, layer)
         laid, extra = {}, set()
     LaidRecord(name, pin, mode, laid, "", layer.sources, (pin, desired)).save(checkout.state.record)
-    killpoint("unpatch.pending")
+    crash_point("unpatch:pending")
     laid_now = _transition(checkout, laid, desired, checkout.tree(pin), extra, layer, result)
     inputs = inputs if laid_now == desired else ""
     LaidRecord(name, pin, mode, laid_now, inputs, layer.prune_sources()).save(checkout.state.record)
@@ -253,15 +255,15 @@ def _move_to_pin(
     """Clear the old layer, then check out ``pin`` detached (the tree holds no edits by now)."""
     record = LaidRecord(checkout.backend.name, base, mode, laid, "", layer.sources, (pin, {}))
     record.save(checkout.state.record)
-    killpoint("unpatch.move.pending")
+    crash_point("unpatch:move-pending")
     for path in sorted(set(laid) | extra):
         remove_path(checkout.root, path)
-    killpoint("unpatch.move.cleared")
+    crash_point("unpatch:move-cleared")
     git(["checkout", "--quiet", "--force", "--detach", pin], checkout.root)
-    killpoint("unpatch.move.checked-out")
+    crash_point("unpatch:move-checked-out")
     checkout.index.path.unlink(missing_ok=True)
     checkout.index.rebuild(checkout.tree(pin), {})
-    killpoint("unpatch.move.indexed")
+    crash_point("unpatch:move-indexed")
     LaidRecord(checkout.backend.name, pin, mode, {}, "", layer.sources).save(checkout.state.record)
 
 
@@ -306,20 +308,20 @@ def _transition(
             writes.append((path, want))
     for path in removals:
         remove_path(checkout.root, path)
-        killpoint("unpatch.remove")
+        crash_point("unpatch:remove")
     for path in restores:
         _clear_folder(checkout, path)
     checkout.index.restore(pin.commit, restores)
-    killpoint("unpatch.restored")
+    crash_point("unpatch:restored")
     laid_now = dict(desired)
     folders: dict[str, str] = {}
     for path, want in writes:
         laid_now[path] = _write(checkout, layer, path, want, folders)
-        killpoint("unpatch.write")
+        crash_point("unpatch:write")
     # Every path looked at, not only those written: after an interrupted run a path may hold
     # its new state on disk while the laid index still has the old one.
     checkout.index.record(sorted(paths - set(restores)))
-    killpoint("unpatch.indexed")
+    crash_point("unpatch:indexed")
     result.written += len(writes)
     result.restored += len(restores)
     result.removed += len(removals)
