@@ -251,7 +251,7 @@ def test_ci_builds_encrypted_sets_with_keys_named_in_the_environment(
     origin = make_origin(tmp_path / "origin", encrypt=True)
     assert origin.key is not None
     (tmp_path / "without").mkdir()
-    with pytest.raises(FlagScaleError, match="no --key-path given"):
+    with pytest.raises(FlagScaleError, match="no key file in FLAGSCALE_KEY_PATHS"):
         fresh_build(origin.root, VENDOR_DEVICE, tmp_path / "without", key_paths=ci_key_paths())
     monkeypatch.setenv("FLAGSCALE_KEY_PATHS", f"{tmp_path / 'other.key'}{os.pathsep}{origin.key}")
     assert ci_key_paths() == (tmp_path / "other.key", origin.key)

@@ -66,9 +66,11 @@ from flagscale.core.progress import Progress
 from flagscale.core.savededits import save_new_patch
 from flagscale.core.schema import validate
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
+from flagscale.vendor.keyring import KeyRing
 from flagscale.vendor.stored_sets import GIT_SETS, SetPlan, SetSource, read_blobs
 
 __all__ = [
+    "assemble_trees",
     "BUILD_DIR",
     "HETERO_MAP",
     "BuildRequest",
@@ -285,7 +287,7 @@ def _hand_changes(target: Path, limit: int = 3) -> list[str]:
 
 
 def _where(plan: BuildPlan) -> str:
-    return f"FlagScale {plan.flagscale_base[:12]}, patch sets of {plan.choice.commit[:12]}"
+    return f"FlagScale {plan.flagscale_base[:12]}, {plan.choice.described}"
 
 
 def _shown(path: Path) -> str:
@@ -349,11 +351,13 @@ def _build_one(
         container.mkdir(parents=True)
         crash_point("build:staging-made")
         try:
-            progress.step(f"reading patch sets at {plan.choice.commit[:12]}")
+            progress.step(f"reading {plan.choice.described}")
             assembler = Assembler(_scratch(ws), container / "git")
             components = _components(ws, plan, bases, request)
             progress.step("applying patch sets")
             tree = _assemble(ws, root, plan, components, assembler)
+            for note in assembler.notes:
+                request.report(f"{plan.device_type}: {note}")
             progress.step(f"writing {_shown(target)}")
             staged = container / "tree"
             assembler.write_out(tree, staged)
@@ -378,6 +382,21 @@ def _remove_quietly(path: Path) -> None:
         remove_tree(path)
 
 
+def assemble_trees(
+    ws: Workspace, plan: BuildPlan, key_paths: Sequence[Path], work: Path
+) -> tuple[dict[str, str], Assembler]:
+    """The tree of each part of ``plan``'s build (prefix → tree id: "" for FlagScale's own
+    files, ``third_party/<backend>`` for each backend), made exactly as ``inv build`` makes them,
+    without writing the files out. The new objects go under ``work``; the returned Assembler
+    reads them (``entries``) until ``work`` is removed."""
+    bases = _base_trees(ws, plan, {})
+    request = BuildRequest(devices=(plan.device_type,), key_paths=tuple(key_paths))
+    components = _components(ws, plan, bases, request)
+    assembler = Assembler(_scratch(ws), work)
+    trees = {c.prefix: assembler.patched_tree(c, three_way=False) for c in components}
+    return trees, assembler
+
+
 def _write_record(staged: Path, plan: BuildPlan, tree: str) -> None:
     inputs = plan.inputs()
     record = BuildRecord(
@@ -400,7 +419,7 @@ def _components(
     """Each part of the tree with its base tree and its (decrypted) patch pieces."""
     files = [f for s in plan.sets.values() for f in s.files]
     blobs = read_blobs(ws, [f.blob for f in files if f.data is None])
-    keys = _KeyRing(request.key_paths)
+    keys = KeyRing(request.key_paths)
     components = []
     for name in [FLAGSCALE, *plan.backends]:
         patch_set = plan.sets.get(name)
@@ -410,7 +429,7 @@ def _components(
                 prefix="" if name == FLAGSCALE else f"third_party/{name}",
                 base_tree=bases[name],
                 pieces=_pieces(patch_set, blobs, keys),
-                whitespace_fix=bool(patch_set and patch_set.whitespace_fix),
+                legacy=bool(patch_set and patch_set.layout == "legacy"),
             )
         )
     return components
@@ -455,7 +474,7 @@ def _ensure_pin(ws: Workspace, name: str, pin: str, declared_at: str) -> None:
 
 
 def _pieces(
-    patch_set: SetPlan | None, blobs: dict[str, bytes], keys: _KeyRing
+    patch_set: SetPlan | None, blobs: dict[str, bytes], keys: KeyRing
 ) -> tuple[PatchPiece, ...]:
     """The set's patch files, checked against their recorded sha256 and decrypted, in order."""
     if patch_set is None:
@@ -473,65 +492,6 @@ def _pieces(
             data = keys.decrypt(patch_set, stored.path, stored.name, stored.scheme, data)
         pieces.append(PatchPiece(label=stored.path, text=data))
     return tuple(pieces)
-
-
-class _KeyRing:
-    """The ``--key-path`` files, loaded on demand and matched to a set by its key id."""
-
-    def __init__(self, paths: Sequence[Path]) -> None:
-        self.paths = list(dict.fromkeys(Path(p) for p in paths))
-        self._keys: dict[Path, bytes] = {}
-
-    def decrypt(
-        self, patch_set: SetPlan, path: str, name: str, scheme: str | None, data: bytes
-    ) -> bytes:
-        if not self.paths:
-            expected = f" with key {patch_set.key_id}" if patch_set.key_id else ""
-            contact = f"ask {patch_set.contact} for it" if patch_set.contact else "ask the vendor"
-            raise FlagScaleError(
-                f"{path} is encrypted{expected}: no --key-path given",
-                hint=f"{contact}, then pass --key-path <key file>",
-            )
-        if scheme == "legacy":
-            return self._decrypt_legacy(path, data)
-        from flagscale.vendor import crypto
-
-        key, label = self._fsenc_key(patch_set)
-        return crypto.decrypt_file_bytes(data, key, name=name, source=path, key_label=label)
-
-    def _fsenc_key(self, patch_set: SetPlan) -> tuple[bytes, str]:
-        from flagscale.vendor import crypto
-
-        loaded: list[tuple[bytes, str]] = []
-        failure: FlagScaleError | None = None
-        for path in self.paths:
-            try:
-                key = self._keys.get(path) or crypto.load_key(
-                    path, contact=patch_set.contact or None
-                )
-            except FlagScaleError as exc:
-                failure = failure or exc
-                continue
-            self._keys[path] = key
-            if crypto.key_id(key) == patch_set.key_id:
-                return key, str(path)
-            loaded.append((key, str(path)))
-        if loaded:
-            return loaded[0]  # the wrong key: decryption names the expected one
-        assert failure is not None
-        raise failure
-
-    def _decrypt_legacy(self, path: str, data: bytes) -> bytes:
-        from flagscale.vendor.legacy_crypto import decrypt_legacy
-
-        failure: FlagScaleError | None = None
-        for key_path in self.paths:
-            try:
-                return decrypt_legacy(data, key_path, source=path)
-            except FlagScaleError as exc:
-                failure = failure or exc
-        assert failure is not None
-        raise failure
 
 
 # --- applying ---------------------------------------------------------------------------------
