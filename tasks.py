@@ -37,8 +37,8 @@ remember_tasks_folder(Path(__file__).parent)  # `inv -r <clone>` from elsewhere:
     help={
         "backend": "backend(s) to lay (default: every non-optional one); repeat or separate "
         "with spaces/commas",
-        "mode": "how whole files are laid: symlink (default; edits go straight into backends/)"
-        " or copy",
+        "mode": "how whole files are laid: symlink (edits go straight into backends/) or copy;"
+        " default: the mode the checkout was laid in, else symlink",
         "force": "discard edits not in backends/, after saving them as a patch file",
         "device_type": "user: build build/<Vendor_Model>/ from its patch sets (= inv build)",
         "task": "user, with --device-type: task(s) whose patch sets to use",
@@ -88,8 +88,7 @@ def unpatch(
         commit=commit,
         key_path=key_path,
     )
-    chosen = mode or "symlink"
-    report_errors(verbose, lambda: lay(None, split_names(backend), mode=chosen, force=force))
+    report_errors(verbose, lambda: lay(None, split_names(backend), mode=mode, force=force))
 
 
 namespace.add_task(unpatch)

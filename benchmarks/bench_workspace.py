@@ -192,7 +192,7 @@ def report(root: Path, layer_size: int, runs: int) -> None:
             median_of(runs, lambda: inv(root, "unpatch", "--mode", "copy")),
         )
     )
-    inv(root, "unpatch")
+    inv(root, "unpatch", "--mode", "symlink")  # without --mode it keeps the mode laid
     results.append(
         (
             f"inv patch, {len(edits)} edits",

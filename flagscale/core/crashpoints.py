@@ -2,7 +2,8 @@
 
 ``FLAGSCALE_CRASH_AT=build:tree-written inv build --device V_M`` makes that build ``SIGKILL``
 itself at the point named ``build:tree-written``: the same death as ``kill -9`` at exactly that
-step, with no timing involved. Unset (always, outside the tests) it costs one dictionary lookup.
+step, with no timing involved. ``<name>@<n>`` dies the n-th time the point is reached (a step
+inside a loop). Unset (always, outside the tests) it costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -15,7 +16,17 @@ __all__ = ["CRASH_VARIABLE", "crash_point"]
 CRASH_VARIABLE = "FLAGSCALE_CRASH_AT"
 
 
+_reached: dict[str, int] = {}
+
+
 def crash_point(name: str) -> None:
-    """Die by ``SIGKILL`` here when ``FLAGSCALE_CRASH_AT`` names this point."""
-    if os.environ.get(CRASH_VARIABLE) == name:
+    """Die by ``SIGKILL`` here when ``FLAGSCALE_CRASH_AT`` names this point (and count)."""
+    wanted = os.environ.get(CRASH_VARIABLE)
+    if not wanted:
+        return
+    point, _, count = wanted.partition("@")
+    if point != name:
+        return
+    _reached[name] = _reached.get(name, 0) + 1
+    if _reached[name] >= int(count or 1):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -21,6 +21,7 @@ __all__ = [
     "check_links",
     "check_relative",
     "ensure_inside",
+    "first_symlink",
     "link_problem",
 ]
 
@@ -81,6 +82,19 @@ def ensure_inside(root: Path, relative: str, where: str) -> Path:
                     f"{where}: {relative!r} goes through symlink {current} leading outside {root}"
                 )
     return Path(root) / relative
+
+
+def first_symlink(root: Path, relative: str) -> str | None:
+    """The first of ``relative``'s folders (itself included) under ``root`` that is a symlink.
+
+    Returns it relative to ``root``, or None when every component is a real folder or missing.
+    """
+    current = ""
+    for part in relative.split("/"):
+        current = f"{current}/{part}" if current else part
+        if os.path.islink(root / current):
+            return current
+    return None
 
 
 def link_problem(

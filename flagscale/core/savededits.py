@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from flagscale.core.atomic import temporary_sibling, write_atomically
+from flagscale.core.atomic import temporary_sibling
 from flagscale.core.crashpoints import crash_point
 from flagscale.core.gitcli import git
 
@@ -91,12 +91,13 @@ def _create_new(path: Path, data: bytes, mode: int) -> bool:
     return True
 
 
-def save_tree_diff(repo: Path, old_tree: str, new_tree: str, destination: Path) -> Path:
-    """Write the binary diff from ``old_tree`` to ``new_tree`` of ``repo`` to ``destination``."""
+def save_tree_diff(repo: Path, old_tree: str, new_tree: str, folder: Path, label: str) -> Path:
+    """Save the binary diff from ``old_tree`` to ``new_tree`` of ``repo`` as a new patch in
+    ``folder`` (``save_new_patch``: a name of its own, never replacing another)."""
     data = git(
         ["diff-tree", "-p", "--binary", "--full-index", "--no-renames", old_tree, new_tree], repo
     )
-    return write_atomically(destination, data)
+    return save_new_patch(folder, label, data)
 
 
 def write_blobs(repo: Path, files: list[Path]) -> list[str]:

@@ -211,16 +211,18 @@ class LaidIndex:
     def exists(self) -> bool:
         return self.path.is_file()
 
-    def clear_stale_lock(self, wait: float = 5.0) -> None:
-        """Remove a lock left by a killed run's git (the caller holds the tool's own lock).
+    def clear_stale_lock(self, others: tuple[Path, ...] = (), wait: float = 5.0) -> None:
+        """Remove git's locks on this index and ``others`` left by a killed run's git (the
+        caller holds the tool's own lock, so no run of the tool is using them).
 
         A git orphaned by ``kill -9`` of its parent may still be finishing: give it a moment.
         """
-        lock = Path(f"{self.path}.lock")
+        locks = [Path(f"{index}.lock") for index in (self.path, *others)]
         deadline = time.monotonic() + wait
-        while lock.exists() and time.monotonic() < deadline:
+        while any(lock.exists() for lock in locks) and time.monotonic() < deadline:
             time.sleep(0.05)
-        lock.unlink(missing_ok=True)
+        for lock in locks:
+            lock.unlink(missing_ok=True)
 
     def rebuild(self, pin: PinTree, laid: dict[str, State]) -> None:
         """Make the index hold ``pin`` plus ``laid``, reusing the user's stat cache when it can."""

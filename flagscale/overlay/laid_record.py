@@ -37,11 +37,29 @@ _HEX = frozenset("0123456789abcdef")
 
 @dataclass(frozen=True)
 class StatePaths:
-    """Where one backend's private state lives."""
+    """Where one backend's private state lives: the record, the laid index, the lock, and the
+    throw-away indexes a run builds trees in (rebuilding the laid index, saving edits)."""
 
     record: Path
     index: Path
     lock: Path
+
+    @property
+    def rebuild_index(self) -> Path:
+        return self.index.with_name(self.index.name + ".new")
+
+    @property
+    def save_index(self) -> Path:
+        return self.index.with_name(self.index.name + ".save")
+
+    @property
+    def layer_save_index(self) -> Path:
+        return self.index.with_name(self.record.stem + ".layer-save.index")
+
+    @property
+    def indexes(self) -> tuple[Path, ...]:
+        """Every git index file of this backend's state (each may hold git's ``.lock``)."""
+        return (self.index, self.rebuild_index, self.save_index, self.layer_save_index)
 
 
 def state_paths(state_dir: Path, backend: str) -> StatePaths:

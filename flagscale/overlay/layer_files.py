@@ -20,6 +20,7 @@ __all__ = [
     "LayerEntry",
     "blob_oid",
     "check_link_target",
+    "deletions_change",
     "deletions_text",
     "file_oid",
     "is_leftover",
@@ -136,6 +137,15 @@ def deletions_text(paths: list[str]) -> str:
         width=1 << 16,
     )
     return body
+
+
+def deletions_change(path: Path, paths: list[str], listed: list[str]) -> bool:
+    """Whether the deletion list at ``path``, which lists ``listed`` now, must change to list
+    ``paths``. A file that lists the same paths is left alone whatever its form (comments, order,
+    ``deleted: []``): a committed file changes only when its content must."""
+    if sorted(paths) != sorted(listed):
+        return True
+    return bool(paths) and not path.is_file()
 
 
 def write_deletions(path: Path, paths: list[str], where: str) -> bool:

@@ -1,11 +1,13 @@
 """Trees as git objects: FlagScale's files, layered backends and work trees, and their diffs.
 
 Everything here is git plumbing in a private bare *scratch* repository under the tool's state
-folder (``.git/flagscale/scratch.git``). Its ``objects/info/alternates`` lists the superproject's
-object folder and each ``third_party/<backend>`` checkout's, so every blob of both is readable
-without copying. Trees are built through temporary index files (``GIT_INDEX_FILE``) and new
-objects are written into the scratch repository (``GIT_OBJECT_DIRECTORY``): the user's branch,
-index, stash and work tree are never touched, and no object lands in the user's repositories.
+folder (``.git/flagscale/scratch.git``; in a linked git worktree, under that worktree's own git
+folder, since the checkouts it reads belong to one work tree). Its ``objects/info/alternates``
+lists the superproject's object folder (shared by every worktree) and each
+``third_party/<backend>`` checkout's, so every blob of both is readable without copying. Trees
+are built through temporary index files (``GIT_INDEX_FILE``) and new objects are written into
+the scratch repository (``GIT_OBJECT_DIRECTORY``): the user's branch, index, stash and work tree
+are never touched, and no object lands in the user's repositories.
 
 Returned oids are valid in the scratch repository (``scratch_repo(ws)``); pass that path as
 ``repo`` to ``diff_trees``, ``tree_entries`` and ``export_tree``.
@@ -28,6 +30,7 @@ from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import GitResult, commit_id, git, git_ok, git_result, git_text
 from flagscale.core.paths import check_relative
 from flagscale.core.schema import parse_document, validate
+from flagscale.overlay.layer_shown import LayerPath
 from flagscale.upstream.workspace import DECLARATION, Backend, Workspace
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "filter_tree",
     "flagscale_tree",
     "flagscale_worktree_tree",
+    "layer_paths",
     "layered_tree",
     "pin_at",
     "pin_tree",
@@ -57,6 +61,7 @@ FLAGSCALE_EXCLUDES = ("third_party", "build")
 WORKTREE_EXCLUDES = ("third_party", "build", "hardware")
 GITLINK = "160000"
 SYMLINK = "120000"
+_MISSING = "000000"  # the mode ``git diff-tree`` gives the side where a path does not exist
 
 # Options that make every diff the same bytes whatever the user's configuration says.
 _DIFF_OPTIONS = (
@@ -323,6 +328,25 @@ def layered_tree(ws: Workspace, backend: Backend | str, flagscale_commit: str) -
     files = _lay_over(files, layer)
     files = _lay_over(files, [], removed=_deletions_at(ws, backend, commit))
     return _tree_from_entries(ws, files.values())
+
+
+def layer_paths(
+    ws: Workspace, backend: Backend | str, flagscale_commit: str, work: str
+) -> list[LayerPath]:
+    """Every path FlagScale's base layer at a commit changes, and whether the tree ``work`` (a
+    checkout as :func:`worktree_tree` reads it) shows the pin's version there instead.
+
+    What ``inv patch --device-type`` hands to ``refuse_layer_at_pin``, as ``inv patch`` does.
+    """
+    backend = _backend(ws, backend)
+    commit = resolve_commit(ws, flagscale_commit)
+    repo = scratch_repo(ws)
+    pin = pin_tree(ws, backend, pin_at(ws, backend, commit))
+    in_work = {new.path for _old, new in changed_entries(repo, pin, work)}
+    return [
+        LayerPath(new.path, old.mode != _MISSING, new.path not in in_work)
+        for old, new in changed_entries(repo, pin, layered_tree(ws, backend, commit))
+    ]
 
 
 def _lay_over(

@@ -13,26 +13,37 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.paths import check_relative, ensure_inside
 from flagscale.core.savededits import (
     save_tree_diff,
-    saved_patch_path,
     tree_from_entries,
     write_blobs,
 )
-from flagscale.overlay.checkout import SHOWN_PATHS, Checkout
+from flagscale.overlay.checkout import (
+    SHOWN_PATHS,
+    Checkout,
+    apply_command,
+    refuse_symlinked_checkout,
+    saved_folder,
+)
 from flagscale.overlay.checkout_state import DELETED, PinTree, State, actual_state, read_head
+from flagscale.overlay.harvest_plan import HarvestPlan, plan_path
 from flagscale.overlay.laid_record import LaidRecord, backend_lock, fingerprint
 from flagscale.overlay.layer import Layer, overlay_target, read_layer
 from flagscale.overlay.layer_files import (
+    blob_oid,
     check_link_target,
+    deletions_change,
     deletions_text,
+    link_oid,
     remove_path,
     write_deletions,
     write_file,
     write_link,
 )
+from flagscale.overlay.layer_shown import LayerPath, refuse_layer_at_pin
 from flagscale.upstream.workspace import Backend, Workspace, find_workspace
 
 __all__ = ["HarvestResult", "harvest_base_layer", "patch"]
@@ -106,6 +117,7 @@ def harvest_base_layer(
     echo: Echo = print,
 ) -> HarvestResult:
     """Write every edit in ``third_party/<b>`` into ``backends/<b>``; return what changed."""
+    refuse_symlinked_checkout(workspace, backend)
     checkout = Checkout(workspace, backend, state_dir or workspace.state_dir)
     with backend_lock(checkout.state.lock, backend.name):
         record = _laid_record(checkout)
@@ -113,19 +125,33 @@ def harvest_base_layer(
         changed = checkout.changed_paths()
         layer = read_layer(workspace, backend, record.sources)
         pin = checkout.tree(record.pin)
-        decisions, conflicts = _decide(checkout, record, layer, pin, changed)
-        _refuse_pristine(backend, decisions)
+        plan_file = plan_path(checkout.state.record)
+        earlier = HarvestPlan.load(plan_file, backend.name, record.pin)
+        decisions, conflicts = _decide(checkout, record, layer, pin, changed, earlier)
+        refuse_layer_at_pin(
+            backend,
+            _layer_paths(pin, decisions),
+            f"writing them back would remove them from {backend.layer}",
+        )
+        if conflicts and not force:
+            raise _conflict_error(backend, conflicts)
         result = HarvestResult(backend.name)
-        if conflicts:
-            if not force:
-                raise _conflict_error(backend, conflicts)
-            result.saved = _save_layer_side(checkout, layer, decisions, conflicts)
+        plan = _plan_layer(checkout, layer, decisions)
+        result.saved = _save_losses(checkout, layer, plan, conflicts)
+        if result.saved is not None:
+            restore = apply_command(workspace.root, result.saved)
             echo(
-                f"{backend.name}: saved the {backend.layer} side of {len(conflicts)} file(s) to"
-                f" {result.saved} (restore with `git apply {result.saved}` in {workspace.root})"
+                f"{backend.name}: saved what {backend.layer} held at the path(s) this run"
+                f" replaces ({len(plan.losses(conflicts))}) to {result.saved}"
+                f" (restore with `{restore}`)"
             )
-        _write_layer(checkout, layer, decisions, result)
+        crash_point("patch:saved")
+        if plan.changes_layer:
+            planned = {d.path: d.result for d in decisions if d.from_checkout}
+            HarvestPlan(backend.name, record.pin, planned).save(plan_file)
+            _write_layer(checkout, layer, plan, result)
         _settle_checkout(checkout, record, layer, decisions, changed)
+        plan_file.unlink(missing_ok=True)
         return result
 
 
@@ -154,9 +180,17 @@ def _laid_record(checkout: Checkout) -> LaidRecord:
 
 
 def _decide(
-    checkout: Checkout, record: LaidRecord, layer: Layer, pin: PinTree, changed: list[str]
+    checkout: Checkout,
+    record: LaidRecord,
+    layer: Layer,
+    pin: PinTree,
+    changed: list[str],
+    earlier: HarvestPlan | None = None,
 ) -> tuple[list[_Decision], list[_Decision]]:
-    """Decide every path that was laid, is in the layer, or changed in the checkout."""
+    """Decide every path that was laid, is in the layer, or changed in the checkout.
+
+    ``earlier`` is the plan of a run cut short: what it wrote into the layer is no conflict.
+    """
     name = checkout.backend.name
     contents = layer.contents(pin)
     candidates = set(record.entries) | set(changed) | set(contents)
@@ -166,14 +200,19 @@ def _decide(
         if pin.is_gitlink(path) or _below_gitlink(pin, path):
             continue
         have = actual_state(checkout.root, path, parents)
-        theirs = pin.normalize(path, contents.get(path))
+        theirs = pin.normalize(path, contents[path]) if path in contents else None
         overlay = have is not None and have == ("link", overlay_target(name, path))
         mine = theirs if overlay else pin.normalize(path, have)
         laid = record.entries.get(path)
         from_checkout = not overlay and not _unchanged(pin, path, laid, have)
         decision = _Decision(path, have, mine, theirs, overlay, from_checkout)
         decisions.append(decision)
-        if from_checkout and theirs != mine and _layer_moved(name, pin, path, laid, theirs):
+        if (
+            from_checkout
+            and theirs != mine
+            and _layer_moved(name, pin, path, laid, theirs)
+            and not (earlier is not None and earlier.wrote(path, theirs))
+        ):
             conflicts.append(decision)
     return decisions, conflicts
 
@@ -185,7 +224,7 @@ def _layer_moved(
     overlay always shows the layer, so it cannot fall behind)."""
     if laid == ("link", overlay_target(backend, path)):
         return False
-    return theirs != pin.normalize(path, laid)
+    return theirs != (None if laid is None else pin.normalize(path, laid))
 
 
 def _below_gitlink(pin: PinTree, path: str) -> bool:
@@ -206,16 +245,14 @@ def _unchanged(pin: PinTree, path: str, laid: State | None, have: State | None) 
     return have == laid
 
 
-def _refuse_pristine(backend: Backend, decisions: list[_Decision]) -> None:
-    """A checkout showing nothing of a layer that changes something was reset, not edited."""
-    if any(d.overlay or d.mine is not None for d in decisions):
-        return
-    if any(d.theirs is not None for d in decisions):
-        raise FlagScaleError(
-            f"{backend.name}: {backend.checkout} shows none of {backend.layer} (it looks reset"
-            f" to the pin); writing it back would empty {backend.layer}",
-            hint=f"run `inv unpatch --backend {backend.name}` first",
-        )
+def _layer_paths(pin: PinTree, decisions: list[_Decision]) -> list[LayerPath]:
+    """Every path the layer changes, and whether the checkout shows the pin's version there
+    (so that writing it back would drop the layer's change)."""
+    return [
+        LayerPath(d.path, pin.has_file(d.path), d.from_checkout and d.mine is None)
+        for d in decisions
+        if d.theirs is not None
+    ]
 
 
 def _conflict_error(backend: Backend, conflicts: list[_Decision]) -> FlagScaleError:
@@ -249,12 +286,32 @@ def _parents(path: str) -> list[str]:
     return ["/".join(parts[:depth]) for depth in range(1, len(parts))]
 
 
-def _write_layer(
-    checkout: Checkout, layer: Layer, decisions: list[_Decision], result: HarvestResult
-) -> None:
-    """Write into ``backends/<b>`` only what changed: removals first, then whole files."""
+@dataclass
+class _LayerPlan:
+    """What ``inv patch`` changes in ``backends/<b>``: paths removed, files written (over an
+    existing one or new), and the deletion list (None when it stays as it is)."""
+
+    decisions: dict[str, _Decision]
+    removals: list[str]
+    writes: list[_Decision]
+    replaced: list[str]  # written over a file the layer has now
+    deletions: list[str]
+    deletions_change: bool
+
+    @property
+    def changes_layer(self) -> bool:
+        return bool(self.removals or self.writes or self.deletions_change)
+
+    def losses(self, conflicts: list[_Decision]) -> list[str]:
+        """Paths whose current content in ``backends/<b>`` this plan removes or replaces."""
+        found = set(self.removals) | set(self.replaced)
+        return sorted(found | {d.path for d in conflicts})
+
+
+def _plan_layer(checkout: Checkout, layer: Layer, decisions: list[_Decision]) -> _LayerPlan:
+    """Only what changed: removals, whole files, and the deletion list when its list changes."""
     backend = checkout.backend
-    removals, writes = [], []
+    removals, writes, replaced = [], [], []
     for decision in decisions:
         current = layer.state(decision.path)
         current = None if current == DELETED else current
@@ -264,16 +321,35 @@ def _write_layer(
                 removals.append(decision.path)
         elif decision.from_checkout and current != outcome:
             writes.append(decision)
-    for path in removals:
+            if current is not None:
+                replaced.append(decision.path)
+    deleted = _new_deletions(decisions)
+    change = deletions_change(checkout.workspace.path(backend.deletions), deleted, layer.deletions)
+    by_path = {d.path: d for d in decisions}
+    return _LayerPlan(by_path, removals, writes, replaced, deleted, change)
+
+
+def _write_layer(checkout: Checkout, layer: Layer, plan: _LayerPlan, result: HarvestResult) -> None:
+    """Write the plan into ``backends/<b>``: removals, the deletion list, then whole files.
+
+    In this order the layer is valid after every step (no path both deleted and a file), so a
+    run cut short leaves a layer the next run can read.
+    """
+    backend = checkout.backend
+    for path in plan.removals:
         remove_path(layer.root, path)
         result.removed.append(path)
-    for decision in writes:
+        crash_point("patch:remove")
+    result.deletions = len(plan.deletions)
+    if plan.deletions_change:
+        where = backend.deletions
+        write_deletions(checkout.workspace.path(where), plan.deletions, where)
+        result.deletions_changed = True
+    crash_point("patch:deletions")
+    for decision in plan.writes:
         _write_one(checkout, layer, decision)
         result.written.append(decision.path)
-    deleted = _new_deletions(decisions)
-    result.deletions = len(deleted)
-    where = backend.deletions
-    result.deletions_changed = write_deletions(checkout.workspace.path(where), deleted, where)
+        crash_point("patch:write")
 
 
 def _write_one(checkout: Checkout, layer: Layer, decision: _Decision) -> None:
@@ -319,7 +395,9 @@ def _settle_checkout(
         if state is not None:
             entries[path] = now if now is not None else DELETED
     checkout.index.restore(pin.commit, restores)
+    crash_point("patch:repointed")
     checkout.index.record(sorted(touched - set(restores)))
+    crash_point("patch:indexed")
     inputs = _inputs_if_laid(checkout, record, entries)
     LaidRecord(
         checkout.backend.name, record.pin, record.mode, entries, inputs, layer.prune_sources()
@@ -360,37 +438,76 @@ def _pin_link(checkout: Checkout, oid: str) -> State:
     )
 
 
-def _save_layer_side(
-    checkout: Checkout, layer: Layer, decisions: list[_Decision], conflicts: list[_Decision]
-) -> Path:
-    """Save what ``backends/<b>`` holds at conflicting paths as a patch over the forced result."""
+def _save_losses(
+    checkout: Checkout, layer: Layer, plan: _LayerPlan, conflicts: list[_Decision]
+) -> Path | None:
+    """Save what ``backends/<b>`` holds at the paths the plan removes or replaces, where no
+    commit holds it (FlagScale's HEAD differs), and always at conflicting paths; the patch goes
+    from the new layer back to the current one. Returns its path, or None when nothing is lost.
+    """
     workspace, backend = checkout.workspace, checkout.backend
+    if not plan.losses(conflicts) and not plan.deletions_change:
+        return None
+    committed = _committed(workspace, backend)
+    must = {d.path for d in conflicts}
     before: dict[str, tuple[str, Path]] = {}
     after: dict[str, tuple[str, Path]] = {}
-    for decision in conflicts:
-        name = f"{backend.layer}/{decision.path}"
-        current = layer.state(decision.path)
-        if current is not None and current != DELETED:
-            before[name] = (_MODES[current[0]], layer.root / decision.path)
-        if decision.mine is not None and decision.mine != DELETED:
-            after[name] = (_MODES[decision.mine[0]], checkout.root / decision.path)
+    for path in plan.losses(conflicts):
+        name = f"{backend.layer}/{path}"
+        current = layer.state(path)
+        if current is None or current == DELETED:
+            continue
+        if path not in must and committed.get(name) == _entry_id(current):
+            continue
+        before[name] = (_MODES[current[0]], layer.root / path)
+        outcome = plan.decisions[path].result
+        if outcome is not None and outcome != DELETED:
+            after[name] = (_MODES[outcome[0]], checkout.root / path)
+    old_list = workspace.path(backend.deletions)
+    list_lost = (
+        plan.deletions_change
+        and old_list.is_file()
+        and committed.get(backend.deletions) != ("100644", blob_oid(old_list.read_bytes()))
+    )
+    if not before and not list_lost:
+        return None
     files = sorted({source for _, source in [*before.values(), *after.values()]})
     ids = dict(zip(files, write_blobs(workspace.root, files), strict=True))
-    old_list = workspace.path(backend.deletions)
     entries_before = {n: (m, ids[s]) for n, (m, s) in before.items()}
     entries_after = {n: (m, ids[s]) for n, (m, s) in after.items()}
-    if old_list.is_file():
+    if list_lost:
         entries_before[backend.deletions] = ("100644", _blob(workspace.root, old_list.read_bytes()))
-    deleted = _new_deletions(decisions)
-    if deleted:
-        text = deletions_text(deleted).encode("utf-8")
-        entries_after[backend.deletions] = ("100644", _blob(workspace.root, text))
-    scratch = checkout.state.index.with_name(f"{backend.name}.layer-save.index")
+        if plan.deletions:
+            text = deletions_text(plan.deletions).encode("utf-8")
+            entries_after[backend.deletions] = ("100644", _blob(workspace.root, text))
+    scratch = checkout.state.layer_save_index
     old_tree = tree_from_entries(workspace.root, entries_after, scratch)
     new_tree = tree_from_entries(workspace.root, entries_before, scratch)
-    folder = workspace.root / ".flagscale" / "saved"
-    destination = saved_patch_path(folder, f"{backend.name}-backends")
-    return save_tree_diff(workspace.root, old_tree, new_tree, destination)
+    label = f"{backend.name}-backends"
+    return save_tree_diff(workspace.root, old_tree, new_tree, saved_folder(workspace), label)
+
+
+def _committed(workspace: Workspace, backend: Backend) -> dict[str, tuple[str, str]]:
+    """(mode, blob id) of the layer's files and deletion list in FlagScale's HEAD."""
+    from flagscale.core.gitcli import git, git_ok
+
+    if not git_ok(["rev-parse", "--verify", "-q", "HEAD^{commit}"], workspace.root):
+        return {}
+    raw = git(
+        ["ls-tree", "-r", "-z", "HEAD", "--", f"{backend.layer}/", backend.deletions],
+        workspace.root,
+    )
+    found = {}
+    for record in filter(None, raw.split(b"\0")):
+        meta, _, name = record.partition(b"\t")
+        mode, _kind, oid = meta.decode().split(" ")
+        found[name.decode("utf-8", "surrogateescape")] = (mode, oid)
+    return found
+
+
+def _entry_id(state: State) -> tuple[str, str]:
+    kind, value = state
+    return (_MODES[kind], link_oid(value) if kind == "link" else value)
 
 
 def _blob(repo: Path, data: bytes) -> str:

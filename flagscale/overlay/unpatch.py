@@ -16,11 +16,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git
 from flagscale.core.paths import check_relative
-from flagscale.overlay.checkout import SHOWN_PATHS, Checkout
+from flagscale.overlay.checkout import (
+    SHOWN_PATHS,
+    Checkout,
+    apply_command,
+    refuse_symlinked_checkout,
+)
 from flagscale.overlay.checkout_state import DELETED, PinTree, State, actual_state, read_head
+from flagscale.overlay.harvest_plan import plan_path
 from flagscale.overlay.laid_links import check_laid_links
 from flagscale.overlay.laid_record import MODES, LaidRecord, backend_lock, fingerprint
 from flagscale.overlay.layer import Layer, read_layer
@@ -66,12 +73,15 @@ def unpatch(
     start: Path | None = None,
     backends: list[str] | None = None,
     *,
-    mode: str = "symlink",
+    mode: str | None = None,
     force: bool = False,
     echo: Echo = print,
 ) -> list[LayResult]:
-    """``inv unpatch``: lay the base layer of the named (default: non-optional) backends."""
-    if mode not in MODES:
+    """``inv unpatch``: lay the base layer of the named (default: non-optional) backends.
+
+    ``mode`` None keeps the mode each checkout was laid in (symlink for a new one).
+    """
+    if mode is not None and mode not in MODES:
         raise FlagScaleError(f"unknown layer mode {mode!r}", hint="use --mode symlink or copy")
     workspace = find_workspace(start)
     selected = workspace.select(backends)
@@ -90,25 +100,37 @@ def lay_base_layer(
     workspace: Workspace,
     backend: Backend,
     *,
-    mode: str = "symlink",
+    mode: str | None = None,
     force: bool = False,
     state_dir: Path | None = None,
     echo: Echo = print,
 ) -> LayResult:
-    """Bring ``third_party/<b>`` to its pin + base layer; refuse (or save, with ``force``) edits."""
+    """Bring ``third_party/<b>`` to its pin + base layer; refuse (or save, with ``force``) edits.
+
+    ``mode`` None keeps the mode the checkout was laid in (symlink for a new one).
+    """
+    refuse_symlinked_checkout(workspace, backend)
     ensure_checkout(workspace, backend)
     pin = workspace.pin(backend)
     checkout = Checkout(workspace, backend, state_dir or workspace.state_dir)
     with backend_lock(checkout.state.lock, backend.name):
         record = checkout.load_record()
+        mode = mode or (record.mode if record else "symlink")
         checkout.ensure_index(record, pin)
         base = record.pin if record else pin
         head = read_head(checkout.root)
-        edits = checkout.unexplained(checkout.changed_paths(), _alternatives(record, base, head))
         layer = read_layer(workspace, backend, record.sources if record else None)
+        changed = checkout.changed_paths()
+        edits = (
+            checkout.unexplained(
+                changed, _interrupted(record, base, head), _held(checkout, layer, base, head)
+            )
+            if changed
+            else []
+        )
         inputs = fingerprint(pin, mode, layer.raw(mode))
         result = LayResult(backend.name, mode, pin)
-        if not edits and _up_to_date(record, pin, mode, head, inputs):
+        if not changed and _up_to_date(record, pin, mode, head, inputs):
             result.up_to_date = True
             _save_sources(checkout, record, layer)
             return result
@@ -117,21 +139,47 @@ def lay_base_layer(
             if not force:
                 raise _dirty_error(backend, edits)
             result.saved = checkout.save_edits(edits)
-            echo(
-                f"{backend.name}: saved {len(edits)} edit(s) to {result.saved}"
-                f" (restore with `git -C {backend.checkout} apply {result.saved}`)"
-            )
-        _lay(checkout, record, layer, inputs, pin, mode, head, set(edits), result)
+            echo(_saved_message(checkout, record, mode, len(edits), result.saved))
+        crash_point("unpatch:saved")
+        _lay(checkout, record, layer, inputs, pin, mode, head, set(changed), result)
         return result
 
 
-def _alternatives(record: LaidRecord | None, base: str, head: str) -> list[tuple[str, dict]]:
-    """States a path may be in that are not user edits: a run cut short, or a moved HEAD."""
+def _saved_message(
+    checkout: Checkout, record: LaidRecord | None, mode: str, count: int, saved: Path
+) -> str:
+    """Where the edits went, and the command that brings them back (it works from anywhere)."""
+    backend = checkout.backend
+    restore = apply_command(checkout.root, saved)
+    laid_in = record.mode if record else mode
+    after = (
+        f" after `inv unpatch --backend {backend.name} --mode {laid_in}`, the mode they were"
+        " made in"
+        if laid_in != mode
+        else ""
+    )
+    return f"{backend.name}: saved {count} edit(s) to {saved} (restore with `{restore}`{after})"
+
+
+def _interrupted(record: LaidRecord | None, base: str, head: str) -> list[tuple[str, dict]]:
+    """States a path may be in that a run cut short left: a pending lay, or a moved HEAD."""
     found: list[tuple[str, dict]] = []
     if record is not None and record.pending is not None:
         found.append(record.pending)
+        found.append((base, record.entries))  # a pin move clears what was laid first
     if head and head != base:
         found.append((head, record.entries if record else {}))
+    return found
+
+
+def _held(checkout: Checkout, layer: Layer, base: str, head: str) -> list[tuple[str, dict]]:
+    """States that hold nothing new: the pin's (a checkout reset or made again by git) and the
+    layer's, as a copy or an overlay link. Laying the layer again over them loses nothing."""
+    pin = checkout.tree(base)
+    found: list[tuple[str, dict]] = [(base, {}), (base, layer.contents(pin))]
+    found.append((base, layer.desired("symlink", pin)))
+    if head and head != base:
+        found.append((head, {}))
     return found
 
 
@@ -188,9 +236,11 @@ def _lay(
         _move_to_pin(checkout, laid, base, pin, extra, mode, layer)
         laid, extra = {}, set()
     LaidRecord(name, pin, mode, laid, "", layer.sources, (pin, desired)).save(checkout.state.record)
+    crash_point("unpatch:pending")
     laid_now = _transition(checkout, laid, desired, checkout.tree(pin), extra, layer, result)
     inputs = inputs if laid_now == desired else ""
     LaidRecord(name, pin, mode, laid_now, inputs, layer.prune_sources()).save(checkout.state.record)
+    plan_path(checkout.state.record).unlink(missing_ok=True)  # the layer is laid as it is now
 
 
 def _move_to_pin(
@@ -205,11 +255,15 @@ def _move_to_pin(
     """Clear the old layer, then check out ``pin`` detached (the tree holds no edits by now)."""
     record = LaidRecord(checkout.backend.name, base, mode, laid, "", layer.sources, (pin, {}))
     record.save(checkout.state.record)
+    crash_point("unpatch:move-pending")
     for path in sorted(set(laid) | extra):
         remove_path(checkout.root, path)
+    crash_point("unpatch:move-cleared")
     git(["checkout", "--quiet", "--force", "--detach", pin], checkout.root)
+    crash_point("unpatch:move-checked-out")
     checkout.index.path.unlink(missing_ok=True)
     checkout.index.rebuild(checkout.tree(pin), {})
+    crash_point("unpatch:move-indexed")
     LaidRecord(checkout.backend.name, pin, mode, {}, "", layer.sources).save(checkout.state.record)
 
 
@@ -254,16 +308,20 @@ def _transition(
             writes.append((path, want))
     for path in removals:
         remove_path(checkout.root, path)
+        crash_point("unpatch:remove")
     for path in restores:
         _clear_folder(checkout, path)
     checkout.index.restore(pin.commit, restores)
+    crash_point("unpatch:restored")
     laid_now = dict(desired)
     folders: dict[str, str] = {}
     for path, want in writes:
         laid_now[path] = _write(checkout, layer, path, want, folders)
+        crash_point("unpatch:write")
     # Every path looked at, not only those written: after an interrupted run a path may hold
     # its new state on disk while the laid index still has the old one.
     checkout.index.record(sorted(paths - set(restores)))
+    crash_point("unpatch:indexed")
     result.written += len(writes)
     result.restored += len(restores)
     result.removed += len(removals)

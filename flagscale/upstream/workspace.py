@@ -118,9 +118,13 @@ class Workspace:
 
     @property
     def state_dir(self) -> Path:
-        """Private state of the tool inside the repository's git folder (never committed)."""
-        common = git_text(["rev-parse", "--git-common-dir"], self.root)
-        return (self.root / common).resolve() / "flagscale"
+        """Private state of the tool inside this work tree's own git folder (never committed).
+
+        Each git worktree has its own (``git rev-parse --git-dir``, not ``--git-common-dir``):
+        the state describes the checkouts under ``third_party/`` of one work tree.
+        """
+        own = git_text(["rev-parse", "--git-dir"], self.root)
+        return (self.root / own).resolve() / "flagscale"
 
 
 def find_workspace(start: Path | None = None) -> Workspace:

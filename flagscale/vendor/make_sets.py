@@ -20,6 +20,7 @@ from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git, git_text
 from flagscale.core.paths import check_links, check_relative
 from flagscale.core.treelinks import tree_symlinks
+from flagscale.overlay.layer_shown import refuse_layer_at_pin
 from flagscale.overlay.layered_trees import (
     GITLINK,
     WORKTREE_EXCLUDES,
@@ -28,6 +29,7 @@ from flagscale.overlay.layered_trees import (
     filter_tree,
     flagscale_tree,
     flagscale_worktree_tree,
+    layer_paths,
     layered_tree,
     pin_at,
     release_version_at,
@@ -284,7 +286,13 @@ def _flagscale_patch(ws: Workspace, trees: _FlagScaleTrees) -> bytes:
 
 
 def _backend_patch(ws: Workspace, name: str, base: str) -> bytes:
-    return _checked_diff(ws, name, layered_tree(ws, name, base), worktree_tree(ws, name))
+    work = worktree_tree(ws, name)
+    refuse_layer_at_pin(
+        ws.backend(name),
+        layer_paths(ws, name, base, work),
+        f"a patch set made now would revert them in {FLAGSCALE} at {base[:12]}",
+    )
+    return _checked_diff(ws, name, layered_tree(ws, name, base), work)
 
 
 def _checked_diff(ws: Workspace, backend: str, old: str, new: str) -> bytes:
