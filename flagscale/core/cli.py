@@ -22,7 +22,7 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import Task
 
-from flagscale.core.errors import FlagScaleError
+from flagscale.core.errors import FlagScaleError, NotInWorkspaceError
 
 __all__ = [
     "ALIASES",
@@ -37,7 +37,6 @@ __all__ = [
     "report_errors",
     "split_names",
     "task",
-    "tasks_folder",
 ]
 
 T = TypeVar("T")
@@ -55,7 +54,7 @@ def report_errors(verbose: bool, action: Callable[[], T]) -> T:
     except FlagScaleError as exc:
         if verbose:
             traceback.print_exc()
-        raise Exit(f"error: {exc}", code=1) from None
+        raise Exit(f"error: {_with_tasks_folder(exc)}", code=1) from None
     except KeyboardInterrupt:
         raise Exit("interrupted", code=INTERRUPTED) from None
     except Exception as exc:  # an unexpected failure still gets one line unless --verbose
@@ -194,9 +193,11 @@ def remember_tasks_folder(folder: Path) -> None:
     _tasks_folder[:] = [folder.resolve()]
 
 
-def tasks_folder() -> list[Path]:
-    """The folder of the running ``tasks.py``, if ``remember_tasks_folder`` was told it."""
-    return list(_tasks_folder)
+def _with_tasks_folder(exc: FlagScaleError) -> str:
+    """A "not inside a workspace" error run through ``inv -r <clone>``: name the clone to cd to."""
+    if isinstance(exc, NotInWorkspaceError) and _tasks_folder:
+        return f"{exc.message} (cd {_tasks_folder[0]} first; paths you pass may point anywhere)"
+    return str(exc)
 
 
 # --- several values after one flag (seed 000's spelling) --------------------------------------

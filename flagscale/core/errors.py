@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FlagScaleError"]
+__all__ = ["FlagScaleError", "NotInWorkspaceError"]
 
 
 class FlagScaleError(Exception):
@@ -17,3 +17,8 @@ class FlagScaleError(Exception):
         if self.hint:
             return f"{self.message} ({self.hint})"
         return self.message
+
+
+class NotInWorkspaceError(FlagScaleError):
+    """The current folder (or the one given) is in no workspace; the command line names the
+    clone whose ``tasks.py`` runs (``inv -r <clone>`` from elsewhere: ``cd`` there)."""

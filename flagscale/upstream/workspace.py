@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from flagscale.core.errors import FlagScaleError
+from flagscale.core.errors import FlagScaleError, NotInWorkspaceError
 from flagscale.core.gitcli import git_text
 from flagscale.core.schema import load_document
 
@@ -133,14 +133,9 @@ def find_workspace(start: Path | None = None) -> Workspace:
     for folder in (origin, *origin.parents):
         if (folder / DECLARATION).is_file() and (folder / ".git").exists():
             return load_workspace(folder)
-    from flagscale.core.cli import tasks_folder
-
-    known = [f for f in tasks_folder() if (f / DECLARATION).is_file()]
-    raise FlagScaleError(
+    raise NotInWorkspaceError(
         f"not inside a FlagScale workspace: no {DECLARATION} in {origin} or its parents",
-        hint=f"cd {known[0]} first; paths you pass may point anywhere"
-        if known
-        else "cd into your FlagScale checkout",
+        hint="cd into your FlagScale checkout",
     )
 
 
