@@ -19,6 +19,7 @@ from pathlib import Path
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git
 from flagscale.core.paths import check_relative
+from flagscale.core.repository_lock import repository_lock
 from flagscale.overlay.checkout import SHOWN_PATHS, Checkout
 from flagscale.overlay.checkout_state import DELETED, PinTree, State, actual_state, read_head
 from flagscale.overlay.laid_record import MODES, LaidRecord, backend_lock, fingerprint
@@ -76,12 +77,13 @@ def unpatch(
     selected = workspace.select(backends)
     state_dir = workspace.state_dir
     results = []
-    for backend in selected:
-        result = lay_base_layer(
-            workspace, backend, mode=mode, force=force, state_dir=state_dir, echo=echo
-        )
-        echo(result.summary())
-        results.append(result)
+    with repository_lock(workspace.root, "inv unpatch"):
+        for backend in selected:
+            result = lay_base_layer(
+                workspace, backend, mode=mode, force=force, state_dir=state_dir, echo=echo
+            )
+            echo(result.summary())
+            results.append(result)
     return results
 
 

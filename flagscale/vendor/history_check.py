@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.pause import pause_point
+from flagscale.core.repository_lock import repository_lock
 from flagscale.core.schema import parse_document, validate
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
 from flagscale.vendor.history import HISTORY, History, backend_key, write_history
@@ -265,12 +267,16 @@ def check_history(ws: Workspace, *, repair: bool = False) -> CheckReport:
     rebase to the current branch's commit with identical patch sets, removes duplicates and
     orders by ancestry. Nothing is written while any problem remains.
     """
-    checker = _Checker(ws, repair)
-    report = checker.run()
-    if repair and report.ok and report.repaired:
-        write_history(ws, checker.fixed)
-        report.written = True
-    return report
+    if not repair:
+        return _Checker(ws, repair).run()
+    with repository_lock(ws.root, "inv check-history --repair"):
+        checker = _Checker(ws, repair)
+        report = checker.run()
+        pause_point("history-read")
+        if report.ok and report.repaired:
+            write_history(ws, checker.fixed)
+            report.written = True
+        return report
 
 
 def check_command(*, repair: bool = False) -> CheckReport:

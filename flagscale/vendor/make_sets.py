@@ -19,6 +19,7 @@ from flagscale import __version__
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git, git_text
 from flagscale.core.paths import check_relative
+from flagscale.core.repository_lock import repository_lock
 from flagscale.overlay.layered_trees import (
     GITLINK,
     WORKTREE_EXCLUDES,
@@ -34,7 +35,7 @@ from flagscale.overlay.layered_trees import (
     worktree_tree,
 )
 from flagscale.upstream.workspace import DECLARATION, FLAGSCALE, Workspace
-from flagscale.vendor.commit_sets import check_filters, recover_interrupted, write_and_commit
+from flagscale.vendor.commit_sets import check_filters, recover, write_and_commit
 from flagscale.vendor.patchset import (
     ALGORITHM,
     HARDWARE,
@@ -320,13 +321,22 @@ def _previous_ci(ws: Workspace, device: str, backend: str) -> dict | None:
 
 
 def create_patch_sets(ws: Workspace, request: PatchRequest) -> list[Path]:
-    """Write and commit the vendor patch sets of ``request``; return the folders written."""
+    """Write and commit the vendor patch sets of ``request``; return the folders written.
+
+    Holds the repository lock (``flagscale.core.repository_lock``) from start to end: the sets
+    are made from the work tree and committed onto the branch with nothing else writing there.
+    """
     device = check_device_type(request.device_type)
+    with repository_lock(ws.root, f"inv patch --device-type {device}"):
+        return _create_patch_sets(ws, request, device)
+
+
+def _create_patch_sets(ws: Workspace, request: PatchRequest, device: str) -> list[Path]:
     _check_tasks(request.tasks)
     backends = _check_backends(ws, request.backends)
     base = resolve_commit(ws, request.commit)
     check_identity(ws)
-    recover_interrupted(ws, ws.path(f"{HARDWARE}/{device}"))
+    recover(ws)
     _check_device_folder_clean(ws, device)
     pieces = _gather_pieces(request)
 
