@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from invoke.exceptions import Exit
 
-from flagscale.core.errors import FlagScaleError
+from flagscale.core.errors import FlagScaleError, os_error
 
 __all__ = ["accept_space_separated_values", "report_errors", "split_names"]
 
@@ -21,7 +21,10 @@ INTERRUPTED = 130
 def report_errors(verbose: bool, action: Callable[[], T]) -> T:
     """Run ``action``; a FlagScaleError becomes ``error: <one line>`` and exit status 1.
 
-    With ``verbose`` the traceback is printed as well. Ctrl-C exits 130 without a traceback.
+    An OSError that reaches here (permissions, a read-only or full disk, a missing folder) is
+    the same: one line naming the path and the cause, exit 1. Anything else is an internal
+    error, exit 2. With ``verbose`` the traceback is printed as well. Ctrl-C exits 130 without a
+    traceback.
     """
     try:
         return action()
@@ -31,6 +34,10 @@ def report_errors(verbose: bool, action: Callable[[], T]) -> T:
         raise Exit(f"error: {exc}", code=1) from None
     except KeyboardInterrupt:
         raise Exit("interrupted", code=INTERRUPTED) from None
+    except OSError as exc:  # the environment, not the tool: a path and its cause, exit 1
+        if verbose:
+            traceback.print_exc()
+        raise Exit(f"error: {os_error(exc)}", code=1) from None
     except Exception as exc:  # an unexpected failure still gets one line unless --verbose
         if verbose:
             traceback.print_exc()

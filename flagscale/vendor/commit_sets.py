@@ -23,7 +23,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from flagscale.core.errors import FlagScaleError
+from flagscale.core.errors import FlagScaleError, writing
 from flagscale.core.gitcli import GitError, git, git_text
 from flagscale.core.pause import pause_point
 from flagscale.core.repository_lock import git_dir
@@ -94,11 +94,17 @@ def _status(ws: Workspace, relative: str) -> bytes:
 
 
 def _stage_folder(folder: Path, backend: str, files: dict[str, bytes]) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
+    with writing(folder / backend):
+        folder.mkdir(parents=True, exist_ok=True)
     staged = folder / f".{backend}{_NEW}{secrets.token_hex(4)}"
-    staged.mkdir()
-    for name, data in sorted(files.items()):
-        (staged / name).write_bytes(data)
+    try:
+        staged.mkdir()
+        for name, data in sorted(files.items()):
+            with writing(folder / backend / name):
+                (staged / name).write_bytes(data)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
     return staged
 
 
@@ -282,6 +288,9 @@ def write_and_commit(ws: Workspace, sets: dict[str, dict[str, bytes]], message: 
     except BaseException:
         for temporary, _target in staged:
             shutil.rmtree(temporary, ignore_errors=True)
+        for folder in sets:
+            with contextlib.suppress(OSError):  # a device folder this run made, left empty
+                ws.path(folder).parent.rmdir()
         raise
     paths = list(sets)
     swapped: list[tuple[Path, Path]] = []
