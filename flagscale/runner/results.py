@@ -41,9 +41,11 @@ def plot_losses(path: Path, losses: Sequence[float], golden: Golden | None, titl
         matplotlib.use("Agg")
         from matplotlib import pyplot
     except ImportError as exc:
+        from flagscale.runner.extra import install_command
+
         raise FlagScaleError(
             "matplotlib is needed for the loss plot",
-            hint="install the smoke extra: python -m pip install -e '.[smoke]'",
+            hint=f"install the smoke extra: {install_command()}",
         ) from exc
     figure, axes = pyplot.subplots(figsize=(7, 4), dpi=100)
     try:
