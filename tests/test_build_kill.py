@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from flagscale.builds.builder import BuildRequest, build_devices
 from flagscale.builds.fingerprint import read_record
 from flagscale.builds.lock import DeviceLock, clean_stale, replace_directory
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.pause import PAUSE_AT, PAUSE_FIFO
 from flagscale.upstream.workspace import find_workspace
 from tests.build_fixtures import (
     DEVICE,
@@ -63,47 +63,41 @@ def new_inputs(root: Path, label: str) -> None:
     rewrite_set(root, DEVICE, BACKEND, patch=patch)
 
 
-def start_build(root: Path) -> subprocess.Popen[bytes]:
+def start_build(root: Path, point: str) -> subprocess.Popen[bytes]:
+    """``inv build`` held at the pause point ``point`` (flagscale.core.pause) until killed."""
+    fifo = root.parent / f"pause-{point}"
+    os.mkfifo(fifo)
     command = [sys.executable, "-m", "invoke", "--search-root", str(TOOL_ROOT)]
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [*command, "build", "--device", DEVICE],
         cwd=root,
+        env={**os.environ, PAUSE_AT: point, PAUSE_FIFO: str(fifo)},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         start_new_session=True,
     )
-
-
-def kill_when(process: subprocess.Popen[bytes], marker: Path, timeout: float = 60) -> bool:
-    """SIGKILL the build's process group as soon as ``marker`` exists; False if it finished."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.lexists(marker):
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            return True
-        if process.poll() is not None:
-            return False
-        time.sleep(0.001)
-    os.killpg(process.pid, signal.SIGKILL)
-    raise AssertionError(f"{marker} never appeared")
+    assert process.stderr is not None
+    seen = []
+    for raw in process.stderr:  # ends early only if the build ends without pausing
+        seen.append(raw.decode(errors="replace").strip())
+        if seen[-1].endswith(f"paused at {point}"):
+            return process
+    process.wait()
+    raise AssertionError(f"the build never reached {point}: {seen}")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["staging folder made", "files being written"])
-def test_sigkill_part_way_keeps_the_previous_build(user: Path, stage: str) -> None:
+@pytest.mark.parametrize("point", ["build-staging-made", "build-tree-written"])
+def test_sigkill_part_way_keeps_the_previous_build(user: Path, point: str) -> None:
     target = user / BUILD / DEVICE
     before = snapshot(target)
-    killed = False
-    for attempt in range(4):
-        new_inputs(user, f"{stage} {attempt}")
-        process = start_build(user)
-        staging = user / BUILD / f".{DEVICE}.tmp-{process.pid}"
-        killed = kill_when(process, staging if stage.startswith("staging") else staging / "tree")
-        if killed:
-            break
-        before = snapshot(target)  # it finished first: that build is now the previous one
-    assert killed, "the build always finished before it could be killed"
+    new_inputs(user, point)
+    process = start_build(user, point)
+    staging = user / BUILD / f".{DEVICE}.tmp-{process.pid}"
+    assert staging.is_dir()
+    assert (staging / "tree").is_dir() == (point == "build-tree-written")
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
     assert process.returncode == -signal.SIGKILL
     assert snapshot(target) == before
@@ -115,7 +109,7 @@ def test_sigkill_part_way_keeps_the_previous_build(user: Path, stage: str) -> No
     assert "built build/" in result.stderr
     assert leftovers(user) == [f".{DEVICE}.lock"]
     kernel = target / "third_party" / BACKEND / "pkg00/module_0020.py"
-    assert f"(vendor {stage} {attempt})" in kernel.read_text()
+    assert f"(vendor {point})" in kernel.read_text()
 
 
 def test_live_lock_is_refused_with_the_holders_pid(user: Path) -> None:

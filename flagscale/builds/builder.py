@@ -47,6 +47,7 @@ from flagscale.builds.plan import BuildPlan, plan_device
 from flagscale.core.atomic import write_atomically
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git
+from flagscale.core.pause import pause_point
 from flagscale.core.progress import Progress
 from flagscale.core.schema import validate
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
@@ -268,6 +269,7 @@ def _build_one(
             return target
         container = staging_path(root, plan.device_type)
         container.mkdir(parents=True)
+        pause_point("build-staging-made")
         try:
             progress.step(f"reading patch sets at {plan.choice.commit[:12]}")
             assembler = Assembler(_scratch(ws), container / "git")
@@ -277,6 +279,7 @@ def _build_one(
             progress.step(f"writing {_shown(target)}")
             staged = container / "tree"
             assembler.write_out(tree, staged)
+            pause_point("build-tree-written")
             if target.exists():
                 _save_edits(target, tree, assembler, request)
             _write_record(staged, plan, tree)

@@ -19,6 +19,7 @@ from pathlib import Path
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git
 from flagscale.core.paths import check_relative
+from flagscale.core.pause import pause_point
 from flagscale.core.repository_lock import repository_lock
 from flagscale.overlay.checkout import SHOWN_PATHS, Checkout
 from flagscale.overlay.checkout_state import DELETED, PinTree, State, actual_state, read_head
@@ -188,6 +189,7 @@ def _lay(
         _move_to_pin(checkout, laid, base, pin, extra, mode, layer)
         laid, extra = {}, set()
     LaidRecord(name, pin, mode, laid, "", layer.sources, (pin, desired)).save(checkout.state.record)
+    pause_point("unpatch-pending")
     laid_now = _transition(checkout, laid, desired, checkout.tree(pin), extra, layer, result)
     inputs = inputs if laid_now == desired else ""
     LaidRecord(name, pin, mode, laid_now, inputs, layer.prune_sources()).save(checkout.state.record)
@@ -259,8 +261,11 @@ def _transition(
     checkout.index.restore(pin.commit, restores)
     laid_now = dict(desired)
     folders: dict[str, str] = {}
-    for path, want in writes:
+    for number, (path, want) in enumerate(writes):
+        if number == len(writes) // 2:
+            pause_point("unpatch-half-laid")
         laid_now[path] = _write(checkout, layer, path, want, folders)
+    pause_point("unpatch-files-laid")
     # Every path looked at, not only those written: after an interrupted run a path may hold
     # its new state on disk while the laid index still has the old one.
     checkout.index.record(sorted(paths - set(restores)))

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from flagscale.core.pause import pause_point
 from flagscale.runner.processes import Marker, stop_group_and_marked
 
 __all__ = [
@@ -161,6 +162,7 @@ def run_job(
         )
     finished = False
     try:
+        pause_point("job-started")  # tests: the timeout counts from when the test lets go
         try:
             returncode: int | None = process.wait(timeout=timeout)
             timed_out = False
