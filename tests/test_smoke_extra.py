@@ -112,3 +112,20 @@ def test_smoke_in_the_checkout_prints_dot(bare_python: Path) -> None:
     assert result.stderr.strip().endswith(
         f"(install it: {shlex.quote(str(bare_python))} -m pip install -e '.[smoke]')"
     ), result.stderr
+
+
+def test_ci_unpatch_and_test_without_the_extra_is_one_line(bare_python: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [bare_python, "-m", "flagscale.ci", "unpatch-and-test", "--device", "Generic_CPU"],
+        cwd=TOOL_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(
+        "error: python -m flagscale.ci unpatch-and-test needs the smoke extra, and "
+    ), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -9,17 +9,14 @@ command that works when pasted (this interpreter, this checkout), instead of a t
 from __future__ import annotations
 
 import importlib.util
-import os
-import shlex
 import sys
-from pathlib import Path
 from typing import Any
 
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.install import install_command
 
 __all__ = [
     "SMOKE_MODULES",
-    "install_command",
     "missing_smoke_modules",
     "require_smoke_extra",
     "smoke_command",
@@ -34,7 +31,6 @@ SMOKE_MODULES = {
     "torch": "torch",  # the training job (torchrun, train_gpt.py)
 }
 EXTRA = "smoke"
-_PROJECT = "flagscale-build"
 
 
 def missing_smoke_modules() -> list[str]:
@@ -50,32 +46,6 @@ def missing_smoke_modules() -> list[str]:
     return missing
 
 
-def install_command(extra: str = EXTRA, cwd: Path | None = None) -> str:
-    """``<this python> -m pip install -e '<checkout>[extra]'``: what installs ``extra`` here.
-
-    The checkout is the one this package is installed from (an editable install, as the README
-    says); ``.`` when that is the current folder. Without a checkout, the package by name.
-    """
-    python = shlex.quote(sys.executable)
-    source = _source_checkout()
-    if source is None:
-        return f"{python} -m pip install {shlex.quote(f'{_PROJECT}[{extra}]')}"
-    here = (cwd or Path.cwd()).resolve()
-    where = "." if source == here else os.fspath(source)
-    return f"{python} -m pip install -e {shlex.quote(f'{where}[{extra}]')}"
-
-
-def _source_checkout() -> Path | None:
-    import flagscale
-
-    root = Path(flagscale.__file__).resolve().parent.parent
-    try:
-        declared = (root / "pyproject.toml").read_text(encoding="utf-8")
-    except OSError:
-        return None
-    return root if f'name = "{_PROJECT}"' in declared else None
-
-
 def require_smoke_extra(command: str = "inv smoke") -> None:
     """Refuse with the install command when a module of the smoke extra is missing."""
     missing = missing_smoke_modules()
@@ -83,7 +53,7 @@ def require_smoke_extra(command: str = "inv smoke") -> None:
         raise FlagScaleError(
             f"{command} needs the smoke extra, and {', '.join(missing)}"
             f" {'is' if len(missing) == 1 else 'are'} not installed for {sys.executable}",
-            hint=f"install it: {install_command()}",
+            hint=f"install it: {install_command(EXTRA)}",
         )
 
 

@@ -89,11 +89,11 @@ def _pyplot() -> Any:
         matplotlib.use("Agg")
         from matplotlib import pyplot
     except ImportError as exc:
-        from flagscale.runner.extra import install_command
+        from flagscale.core.install import install_command
 
         raise FlagScaleError(
             "matplotlib is needed for the loss plot",
-            hint=f"install the smoke extra: {install_command()}",
+            hint=f"install the smoke extra: {install_command('smoke')}",
         ) from exc
     return pyplot
 
