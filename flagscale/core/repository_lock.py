@@ -77,8 +77,8 @@ def _take(path: Path, root: Path, command: str) -> int:
             raise
         raise RepositoryLockedError(
             f"another command is writing in {root}: {_holder(path)}",
-            hint=f"wait for it to finish, then run this again (the lock {path} is released when"
-            " that process exits)",
+            hint=f"wait for it to finish, then run this again; the lock {path} is released"
+            " when that process exits, however it ends",
         ) from None
     since = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())
     record = {"pid": os.getpid(), "command": command, "since": since}
