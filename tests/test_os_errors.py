@@ -1,9 +1,10 @@
 """A read-only or full disk, or a bad output path: one line naming the path and the cause, exit 1.
 
 Tests run as root, where file modes do not stop a write, so the conditions are made for real:
-a read-only bind mount and a small full tmpfs inside a private mount namespace (``unshare``,
-gone when the command ends), and a character device like ``/dev/full`` made with ``mknod`` in a
-temporary folder. Where the machine allows none of that, the test is skipped and says why.
+a read-only bind mount and a small full tmpfs inside a private mount namespace (``unshare``, as
+root or, for other users, inside a user namespace; gone when the command ends), and a character
+device like ``/dev/full`` made with ``mknod`` in a temporary folder. Where the machine allows
+none of that, the test is skipped and says why.
 """
 
 from __future__ import annotations
@@ -34,35 +35,47 @@ DEVICE = "Metax_C550"
 INV = [sys.executable, "-m", "invoke", "--search-root", str(TOOL_ROOT)]
 
 
-def _namespaces_refused(probe: Path) -> str | None:
-    """Why a private mount namespace with a tmpfs cannot be made here (None: it can)."""
+_PRIVATE_MOUNTS = (
+    ["unshare", "--mount", "--propagation", "private"],  # as root
+    # as any user where unprivileged user namespaces are allowed (CI runners)
+    ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private"],
+)
+
+
+def _private_mounts(probe: Path) -> tuple[list[str] | None, str]:
+    """The unshare command that gives a private mount namespace with a tmpfs here, or why none."""
     if shutil.which("unshare") is None:
-        return "unshare (util-linux) is not installed"
+        return None, "unshare (util-linux) is not installed"
     probe.mkdir()
-    result = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs x "$1"']
-        + ["sh", str(probe)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        return f"mount namespaces are not permitted here: {result.stderr.strip()}"
-    return None
+    reasons = []
+    for prefix in _PRIVATE_MOUNTS:
+        result = subprocess.run(
+            [*prefix, "sh", "-c", 'mount -t tmpfs x "$1"', "sh", str(probe)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode == 0:
+            return prefix, ""
+        reasons.append(result.stderr.strip())
+    return None, "mount namespaces are not permitted here: " + "; ".join(reasons)
 
 
 @pytest.fixture
-def namespace(tmp_path: Path) -> None:
-    reason = _namespaces_refused(tmp_path / "probe")
-    if reason:
+def namespace(tmp_path: Path) -> list[str]:
+    prefix, reason = _private_mounts(tmp_path / "probe")
+    if prefix is None:
         pytest.skip(f"{reason}; a read-only or full disk cannot be made for real without it")
+    return prefix
 
 
-def in_namespace(cwd: Path, setup: str, args: list[str], after: str = "") -> tuple[int, str]:
+def in_namespace(
+    prefix: list[str], cwd: Path, setup: str, args: list[str], after: str = ""
+) -> tuple[int, str]:
     """Run ``inv args`` in a private mount namespace prepared by the shell lines ``setup``."""
     script = f'set -e\n{setup}\nset +e\n"$@"\ncode=$?\n{after}\nexit $code\n'
     result = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh", *INV, *args],
+        [*prefix, "sh", "-c", script, "sh", *INV, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -96,16 +109,18 @@ def workspace(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.usefixtures("namespace")
-def test_read_only_third_party_names_the_file_and_the_cause(workspace: Path) -> None:
+def test_read_only_third_party_names_the_file_and_the_cause(
+    namespace: list[str], workspace: Path
+) -> None:
     setup = "mount --bind third_party third_party\nmount -o remount,bind,ro third_party"
-    line = one_error_line(*in_namespace(workspace, setup, ["unpatch"]))
+    line = one_error_line(*in_namespace(namespace, workspace, setup, ["unpatch"]))
     assert line.startswith(f"error: cannot write {workspace}/third_party/{BACKEND}/"), line
     assert ": Read-only file system (make that file system writable" in line
 
 
-@pytest.mark.usefixtures("namespace")
-def test_full_disk_during_vendor_patch_changes_nothing(tmp_path: Path) -> None:
+def test_full_disk_during_vendor_patch_changes_nothing(
+    namespace: list[str], tmp_path: Path
+) -> None:
     vendor = make_vendor_workspace(tmp_path)
     adapt_backend(vendor)
     adapt_flagscale(vendor)
@@ -120,7 +135,11 @@ def test_full_disk_during_vendor_patch_changes_nothing(tmp_path: Path) -> None:
     args = ["patch", "--device-type", DEVICE, "--task", "train", "--backend", BACKEND]
     args += ["--commit", vendor.base, "--backend-version", "1", "--models", "m", "--message", "m"]
     code, stderr = in_namespace(
-        vendor.root, setup, [*args, "--contact", ""], f"find hardware -mindepth 1 > {leftovers}"
+        namespace,
+        vendor.root,
+        setup,
+        [*args, "--contact", ""],
+        f"find hardware -mindepth 1 > {leftovers}",
     )
     line = one_error_line(code, stderr)
     assert line.startswith(f"error: cannot write {vendor.root}/hardware/{DEVICE}/{BACKEND}/"), line
@@ -131,9 +150,8 @@ def test_full_disk_during_vendor_patch_changes_nothing(tmp_path: Path) -> None:
     assert run_git(vendor.root, "log", "-1", "--format=%s") == "m"
 
 
-@pytest.mark.usefixtures("namespace")
 def test_full_disk_during_patch_names_the_file_and_the_next_run_succeeds(
-    workspace: Path, tmp_path: Path
+    namespace: list[str], workspace: Path, tmp_path: Path
 ) -> None:
     inv(workspace, "unpatch")
     write_files(workspace / f"third_party/{BACKEND}", {"megatron/new.py": "new\n" * 4096})
@@ -145,7 +163,7 @@ def test_full_disk_during_patch_names_the_file_and_the_next_run_succeeds(
         f"cp -a {layer}/. {disk}/layer/\n"
         f"cat /dev/zero > {disk}/filler 2>/dev/null || true\nmount --bind {disk}/layer {layer}"
     )
-    line = one_error_line(*in_namespace(workspace, setup, ["patch"]))
+    line = one_error_line(*in_namespace(namespace, workspace, setup, ["patch"]))
     assert line == (
         f"error: cannot write {workspace}/{layer}/megatron/new.py: No space left on device"
         " (free some space on that disk and run the command again)"
