@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from flagscale.core.crashpoints import CRASH_VARIABLE
 from flagscale.core.pause import PAUSE_AT, PAUSE_FIFO
 from flagscale.core.repository_lock import repository_lock, repository_lock_path
 from flagscale.upstream.workspace import FLAGSCALE
@@ -170,7 +171,7 @@ def test_a_held_lock_refuses_patch_and_names_its_holder(adapted: VendorWorkspace
 
 def test_second_patch_is_refused_while_the_first_is_committing(adapted: VendorWorkspace) -> None:
     before = repo_state(adapted.root)
-    with paused(adapted.root, "sets-swapped", patch_args(adapted, FIRST)) as first:
+    with paused(adapted.root, "patch-sets:swapped", patch_args(adapted, FIRST)) as first:
         second = inv(adapted.root, *patch_args(adapted, SECOND), check=False)
         assert_refused_by(second, f"inv patch --device-type {FIRST}", first.process.pid)
         assert not (adapted.root / "hardware" / SECOND).exists()
@@ -190,7 +191,7 @@ def test_second_patch_is_refused_while_the_first_is_committing(adapted: VendorWo
 def test_history_writers_and_the_overlay_wait_for_a_patch(adapted: VendorWorkspace) -> None:
     inv(adapted.root, *patch_args(adapted, SECOND))
     before = repo_state(adapted.root)
-    with paused(adapted.root, "sets-swapped", patch_args(adapted, FIRST)) as first:
+    with paused(adapted.root, "patch-sets:swapped", patch_args(adapted, FIRST)) as first:
         holder = f"inv patch --device-type {FIRST}"
         for args in (
             record_args(SECOND),
@@ -211,7 +212,7 @@ def test_two_record_history_runs_do_not_lose_an_entry(adapted: VendorWorkspace) 
     inv(adapted.root, *patch_args(adapted, FIRST))
     inv(adapted.root, *patch_args(adapted, SECOND))
     history = adapted.root / "hardware" / "patch_history.yaml"
-    with paused(adapted.root, "history-read", record_args(FIRST)) as first:
+    with paused(adapted.root, "history:read", record_args(FIRST)) as first:
         second = inv(adapted.root, *record_args(SECOND), check=False)
         assert_refused_by(second, f"inv record-history --device-type {FIRST}", first.process.pid)
         code, output = first.resume()
@@ -223,7 +224,7 @@ def test_two_record_history_runs_do_not_lose_an_entry(adapted: VendorWorkspace) 
 
 def test_the_lock_of_a_killed_holder_is_taken_over(adapted: VendorWorkspace) -> None:
     before = repo_state(adapted.root)
-    with paused(adapted.root, "sets-swapped", patch_args(adapted, FIRST)) as first:
+    with paused(adapted.root, "patch-sets:swapped", patch_args(adapted, FIRST)) as first:
         first.kill()
     lock = repository_lock_path(adapted.root)
     assert f'"pid": {first.process.pid}' in lock.read_text(encoding="utf-8")
@@ -232,6 +233,16 @@ def test_the_lock_of_a_killed_holder_is_taken_over(adapted: VendorWorkspace) -> 
     # the killed run's swapped-in folder was put back by the next run
     assert not (adapted.root / "hardware" / FIRST).exists()
     assert_committed_cleanly(adapted.root, before)
+
+
+def test_import_flagscale_waits_for_the_lock_too(adapted: VendorWorkspace, tmp_path: Path) -> None:
+    """inv import-flagscale moves the branch: it takes the same lock, before anything else."""
+    elsewhere = tmp_path / "FlagScale-upstream"
+    with repository_lock(adapted.root, "a release script"):
+        refused = inv(adapted.root, "import-flagscale", str(elsewhere), check=False)
+        assert_refused_by(refused, "a release script", os.getpid())
+    free = inv(adapted.root, "import-flagscale", str(elsewhere), check=False)
+    assert free.returncode == 1 and "another command is writing" not in free.stderr
 
 
 def test_each_worktree_has_its_own_lock(adapted: VendorWorkspace, tmp_path: Path) -> None:
@@ -279,7 +290,7 @@ def test_a_branch_moved_before_the_commit_lands_changes_nothing(adapted: VendorW
     needs no index) between the commit and its landing is left alone, and so is the rest."""
     before = repo_state(adapted.root)
     other = run_git(adapted.root, "commit-tree", "-p", "HEAD", "-m", "elsewhere", "HEAD^{tree}")
-    with paused(adapted.root, "commit-made", patch_args(adapted, FIRST)) as first:
+    with paused(adapted.root, "patch-sets:commit-made", patch_args(adapted, FIRST)) as first:
         run_git(adapted.root, "update-ref", "HEAD", other)
         code, output = first.resume()
     assert code == 1 and "could not commit the patch sets" in output, output
@@ -289,14 +300,24 @@ def test_a_branch_moved_before_the_commit_lands_changes_nothing(adapted: VendorW
     assert not [p.name for p in private.iterdir() if p.name.startswith("index.")]
 
 
-@pytest.mark.parametrize("point", ["sets-swapped", "index-locked", "commit-made", "head-moved"])
+@pytest.mark.parametrize(
+    "point",
+    [
+        "patch-sets:swapped",
+        "patch-sets:index-locked",
+        "patch-sets:commit-made",
+        "patch-sets:head-moved",
+    ],
+)
 def test_kill_9_at_each_step_is_finished_or_undone_by_the_next_run(
-    adapted: VendorWorkspace, point: str
+    adapted: VendorWorkspace, point: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = repo_state(adapted.root)
-    with paused(adapted.root, point, patch_args(adapted, FIRST)) as first:
-        first.kill()
-    committed = point == "head-moved"
+    with monkeypatch.context() as crashing:
+        crashing.setenv(CRASH_VARIABLE, point)  # the command SIGKILLs itself there
+        killed = inv(adapted.root, *patch_args(adapted, FIRST), check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    committed = point == "patch-sets:head-moved"
     assert (run_git(adapted.root, "rev-parse", "HEAD") != before["head"]) == committed
     inv(adapted.root, *patch_args(adapted, FIRST))
     assert run_git(adapted.root, "log", "--format=%s", f"{before['head']}..").splitlines() == [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from flagscale.core.crashpoints import CRASH_VARIABLE
 from flagscale.core.errors import FlagScaleError
-from flagscale.core.pause import PAUSE_AT, PAUSE_FIFO
 from flagscale.overlay.laid_record import backend_lock, state_paths
 from flagscale.overlay.patch import patch
 from flagscale.overlay.unpatch import unpatch
@@ -658,40 +659,29 @@ def test_corrupt_record_is_reported(workspace: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("point", ["unpatch-pending", "unpatch-half-laid", "unpatch-files-laid"])
+@pytest.mark.parametrize("point", ["unpatch:pending", "unpatch:half-laid", "unpatch:files-laid"])
 def test_killed_unpatch_is_finished_by_the_next_run(workspace: Path, point: str) -> None:
-    """``kill -9`` while a re-lay is under way (held at a named point, see
-    flagscale.core.pause) leaves a state the next run completes."""
+    """``kill -9`` while a re-lay is under way (the run SIGKILLs itself at a named point, see
+    flagscale.core.crashpoints) leaves a state the next run completes."""
     bulk = {f"bulk/f{i:03}.py": f"v1 {i}\n" * 200 for i in range(300)}
     write_files(workspace / LAYER, bulk)
     lay(workspace, mode="copy")
     for i in range(300):
         (workspace / LAYER / f"bulk/f{i:03}.py").write_text(f"v2 {i}\n" * 200)
     record = state_paths(find_workspace(workspace).state_dir, NAME).record
-    fifo = workspace.parent / "pause"
-    os.mkfifo(fifo)
     script = "from flagscale.overlay.unpatch import unpatch; unpatch(mode='copy')"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    process = subprocess.Popen(
+    killed = subprocess.run(
         [sys.executable, "-c", script],
         cwd=workspace,
-        env={**env, PAUSE_AT: point, PAUSE_FIFO: str(fifo)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        env={**env, CRASH_VARIABLE: point},
+        capture_output=True,
+        check=False,
     )
-    assert process.stderr is not None
-    seen = []
-    for raw in process.stderr:  # ends early only if the run ends without pausing
-        seen.append(raw.decode().strip())
-        if seen[-1] == f"paused at {point}":
-            break
-    else:
-        raise AssertionError(f"the run never reached {point}: {seen}")
-    process.kill()
-    process.wait()
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     laid = [(workspace / CHECKOUT / f"bulk/f{i:03}.py").read_text()[:2] for i in range(300)]
     assert '"pending": {' in record.read_text()
-    if point == "unpatch-half-laid":
+    if point == "unpatch:half-laid":
         assert laid.count("v2") == 150 and laid.count("v1") == 150
     lay(workspace, mode="copy")
     assert (workspace / CHECKOUT / "bulk/f123.py").read_text() == "v2 123\n" * 200

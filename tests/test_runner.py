@@ -218,7 +218,7 @@ def test_timeout_stops_only_the_jobs_processes(
     # the 10 s count from there, so the job is at step 2 however slowly it started.
     fifo = tmp_path / "job-at-step-2"
     os.mkfifo(fifo)
-    monkeypatch.setenv(PAUSE_AT, "job-started")
+    monkeypatch.setenv(PAUSE_AT, "smoke:job-started")
     monkeypatch.setenv(PAUSE_FIFO, str(fifo))
     bystander = subprocess.Popen(
         [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE

@@ -23,6 +23,7 @@ from flagscale.core.pause import pause_point
 from flagscale.core.repository_lock import repository_lock
 from flagscale.overlay.checkout import SHOWN_PATHS, Checkout
 from flagscale.overlay.checkout_state import DELETED, PinTree, State, actual_state, read_head
+from flagscale.overlay.laid_links import check_laid_links
 from flagscale.overlay.laid_record import MODES, LaidRecord, backend_lock, fingerprint
 from flagscale.overlay.layer import Layer, read_layer
 from flagscale.overlay.layer_files import (
@@ -114,6 +115,7 @@ def lay_base_layer(
             result.up_to_date = True
             _save_sources(checkout, record, layer)
             return result
+        check_laid_links(checkout, layer, pin)
         if edits:
             if not force:
                 raise _dirty_error(backend, edits)
@@ -189,7 +191,7 @@ def _lay(
         _move_to_pin(checkout, laid, base, pin, extra, mode, layer)
         laid, extra = {}, set()
     LaidRecord(name, pin, mode, laid, "", layer.sources, (pin, desired)).save(checkout.state.record)
-    pause_point("unpatch-pending")
+    pause_point("unpatch:pending")
     laid_now = _transition(checkout, laid, desired, checkout.tree(pin), extra, layer, result)
     inputs = inputs if laid_now == desired else ""
     LaidRecord(name, pin, mode, laid_now, inputs, layer.prune_sources()).save(checkout.state.record)
@@ -263,9 +265,9 @@ def _transition(
     folders: dict[str, str] = {}
     for number, (path, want) in enumerate(writes):
         if number == len(writes) // 2:
-            pause_point("unpatch-half-laid")
+            pause_point("unpatch:half-laid")
         laid_now[path] = _write(checkout, layer, path, want, folders)
-    pause_point("unpatch-files-laid")
+    pause_point("unpatch:files-laid")
     # Every path looked at, not only those written: after an interrupted run a path may hold
     # its new state on disk while the laid index still has the old one.
     checkout.index.record(sorted(paths - set(restores)))

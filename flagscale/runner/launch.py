@@ -184,7 +184,7 @@ def run_job(
         )
     finished = False
     try:
-        pause_point("job-started")  # tests: the timeout counts from when the test lets go
+        pause_point("smoke:job-started")  # tests: the timeout counts from when the test lets go
         returncode, timed_out = _wait(process, time.monotonic() + timeout, watch)
         # Once reaped, the leader's pid may name someone else's group: signal it only if unreaped.
         killed = stop_group_and_marked(process.pid if timed_out else None, marker)

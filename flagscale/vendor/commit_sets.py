@@ -272,7 +272,7 @@ def _commit_held(ws: Workspace, held: _HeldIndex, paths: list[str], message: str
         stdin=text,
     )
     held.rename_prepared(f"{_FOR}{commit}")
-    pause_point("commit-made")
+    pause_point("patch-sets:commit-made")
     subject = text.decode("utf-8", "replace").split("\n", 1)[0]
     git(["update-ref", "-m", f"commit: {subject}", "HEAD", commit, head], ws.root)
     return True
@@ -298,9 +298,9 @@ def write_and_commit(ws: Workspace, sets: dict[str, dict[str, bytes]], message: 
     try:
         for temporary, target in staged:
             swapped.append((_swap_in(temporary, target), target))
-        pause_point("sets-swapped")
+        pause_point("patch-sets:swapped")
         held = _take_index(ws, paths)
-        pause_point("index-locked")
+        pause_point("patch-sets:index-locked")
         committed = _commit_held(ws, held, paths, message)
     except BaseException as exc:
         if held is not None:
@@ -317,7 +317,7 @@ def write_and_commit(ws: Workspace, sets: dict[str, dict[str, bytes]], message: 
             ) from exc
         raise
     # HEAD holds the sets (or nothing changed): from here on only renames and removals
-    pause_point("head-moved")
+    pause_point("patch-sets:head-moved")
     if committed:
         held.install()
     else:

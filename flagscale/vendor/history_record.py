@@ -26,9 +26,9 @@ from flagscale.vendor.history_sets import (
     is_ancestor,
     same_sets,
     set_changes,
-    tasks_listed,
 )
 from flagscale.vendor.patchset import HARDWARE, check_device_type, check_task
+from flagscale.vendor.stored_sets import tasks_listed
 
 __all__ = ["record_command", "record_history"]
 
@@ -99,7 +99,7 @@ def _record(
                 hint="re-run inv patch with that --task, or record another task",
             )
     history = load_history(ws)
-    pause_point("history-read")
+    pause_point("history:read")
     key = backend_key(names)
     recorded = []
     for task in wanted:

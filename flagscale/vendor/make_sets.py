@@ -18,8 +18,9 @@ from pathlib import Path
 from flagscale import __version__
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git, git_text
-from flagscale.core.paths import check_relative
+from flagscale.core.paths import check_links, check_relative
 from flagscale.core.repository_lock import repository_lock
+from flagscale.core.treelinks import tree_symlinks
 from flagscale.overlay.layered_trees import (
     GITLINK,
     WORKTREE_EXCLUDES,
@@ -32,6 +33,7 @@ from flagscale.overlay.layered_trees import (
     pin_at,
     release_version_at,
     resolve_commit,
+    scratch_git,
     scratch_repo,
     worktree_tree,
 )
@@ -287,6 +289,7 @@ def _backend_patch(ws: Workspace, name: str, base: str) -> bytes:
 
 
 def _checked_diff(ws: Workspace, backend: str, old: str, new: str) -> bytes:
+    _check_links(ws, backend, new)
     repo = scratch_repo(ws)
     for before, after in changed_entries(repo, old, new):
         where = f"{backend} patch"
@@ -297,6 +300,13 @@ def _checked_diff(ws: Workspace, backend: str, old: str, new: str) -> bytes:
                 hint="a patch set holds files only: remove it or add its files",
             )
     return diff_trees(repo, old, new)
+
+
+def _check_links(ws: Workspace, backend: str, tree: str) -> None:
+    """The tree a set would build holds no symlink leading out of it (core.paths.check_links)."""
+    links = tree_symlinks(lambda args, stdin: scratch_git(ws, args, stdin=stdin), tree)
+    prefix = "" if backend == FLAGSCALE else f"third_party/{backend}/"
+    check_links(links, lambda path: f"{prefix}{path} (for the {backend} patch set)")
 
 
 def _warn_left_out(
