@@ -316,14 +316,18 @@ def record_history(
     help={
         "repair": "fix what can be fixed (unquoted or short ids, commits rewritten by squash "
         "merges or rebases, duplicates, order) and write the file",
+        "drop_stale": "with --repair: also remove entries whose patch sets no commit of the "
+        "current branch holds",
         "verbose": VERBOSE_HELP,
     }
 )
-def check_history(c: Context, repair: bool = False, verbose: bool = False) -> None:
+def check_history(
+    c: Context, repair: bool = False, drop_stale: bool = False, verbose: bool = False
+) -> None:
     """Check hardware/patch_history.yaml against the repository (--repair to fix it)."""
     from flagscale.vendor.history_check import check_command
 
-    report_errors(verbose, lambda: check_command(repair=repair))
+    report_errors(verbose, lambda: check_command(repair=repair, drop_stale=drop_stale))
 
 
 namespace.add_task(record_history)

@@ -23,7 +23,7 @@ from flagscale.upstream.workspace import Workspace
 from flagscale.vendor.patchset import METADATA, check_device_type, check_task, parse_metadata
 from flagscale.vendor.set_plan import Entry, HistoryChoice, SetPlan
 
-__all__ = ["WorkTreeSets"]
+__all__ = ["WorkTreeSets", "sets_changed_since"]
 
 SETS_FROM = "work-tree"  # the build record's inputs.sets_from
 
@@ -34,6 +34,20 @@ def _warn(line: str) -> None:
 
 def _device_folder(device_type: str) -> str:
     return f"hardware/{device_type}"
+
+
+def sets_changed_since(
+    ws: Workspace, device_type: str, backends: Sequence[str], commit: str
+) -> list[str]:
+    """The set folders ``hardware/<V_M>/<backend>`` whose files in the work tree differ from
+    ``commit``'s (edited, added or removed; files ``.gitignore`` ignores left out)."""
+    folders = [f"{_device_folder(device_type)}/{b}" for b in backends]
+    if not folders:
+        return []
+    changed = git(["diff", "--name-only", "-z", commit, "--", *folders], ws.root)
+    untracked = git(["ls-files", "-z", "--others", "--exclude-standard", "--", *folders], ws.root)
+    paths = {p.decode("utf-8", "surrogateescape") for p in (changed + untracked).split(b"\0") if p}
+    return [f for f in folders if any(p.startswith(f"{f}/") for p in paths)]
 
 
 class WorkTreeSets:
@@ -83,7 +97,7 @@ class WorkTreeSets:
 
     def read_sets(self, ws: Workspace, choice: HistoryChoice) -> dict[str, SetPlan]:
         """Each backend's set from the work tree, its files held in memory."""
-        from flagscale.vendor.stored_sets import set_from_metadata
+        from flagscale.vendor.stored_sets import check_task, set_from_metadata
 
         sets: dict[str, SetPlan] = {}
         for backend in choice.backends:
@@ -91,7 +105,10 @@ class WorkTreeSets:
             entries, data = _folder_files(ws, folder)
             tree = flat_tree_id({name: (e.mode, e.oid) for name, e in entries.items()})
             where = f"{folder}/{{}} in the work tree"
-            plan = set_from_metadata(choice, backend, folder, tree, entries, data[METADATA], where)
+            plan = set_from_metadata(
+                choice.device_type, backend, folder, tree, entries, data[METADATA], where
+            )
+            check_task(plan, choice.task)
             stored = tuple(replace(f, data=data[f.path[len(folder) + 1 :]]) for f in plan.files)
             sets[backend] = replace(plan, files=stored)
         return sets
