@@ -358,7 +358,7 @@ def smoke(
     verbose: bool = False,
 ) -> None:
     """Run a smoke training job on a build tree and compare its losses with the golden ones."""
-    from flagscale.runner.smoke import smoke_command
+    from flagscale.runner.extra import smoke_command  # checks the smoke extra first
 
     report_errors(
         verbose,

@@ -4,7 +4,8 @@ A workspace holding only this repository's backends/backends.yaml is made in a t
 folder, with a private HOME (an empty pip cache) and an empty FLAGSCALE_CACHE. Measured with
 time.perf_counter around the library calls:
 
-* cold: ``pip download`` of the sdist (needs the package index), then the import and checkout;
+* cold: the sdist fetched from the package index pip is configured with, then the import and
+  checkout;
 * from cache: third_party/Megatron-LM removed, the archive still cached (no network);
 * no-op: ``ensure_checkout`` with the pin present (``--repeat`` times; median and minimum).
 

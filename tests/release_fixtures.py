@@ -258,6 +258,7 @@ def build_scenario(tmp: Path) -> dict[str, Any]:
     )
     os.utime(results / "Clean_A1/old/result.json", (1735689600, 1735689600))  # 2025-01-01
     os.utime(results / "Clean_A1/tiny_gpt/result.json", (1738368000, 1738368000))  # 2025-02-01
+    os.utime(results / "Drift_B1/tiny_gpt/result.json", (1740787200, 1740787200))  # 2025-03-01
     return {"rw": rw, "base": base, "sets": sets, "head": head, "key": key, "results": results}
 
 

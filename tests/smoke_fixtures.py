@@ -40,6 +40,17 @@ FAKE_ENTRY = textwrap.dedent(
 
     write("provenance", megatron_core=os.path.realpath(megatron.core.__file__),
           megatron_core_version="fake", torch=None, python=sys.executable, sys_path=sys.path)
+    samples = os.path.join(os.path.dirname(args.metrics), "monitors", "system", "sys_monitor.jsonl")
+
+    def seen_by_the_monitor():
+        complete = open(samples).read().split("\\n")[:-1]
+        return any(json.loads(line).get("job_processes", 0) > 0 for line in complete)
+
+    if rank == 0 and os.path.exists(samples):
+        # Go on once the system monitor has sampled this job (an event, not a time): the job's
+        # peak memory is then in every result, however busy the machine.
+        while not seen_by_the_monitor():
+            time.sleep(0.01)
     if MODE == "escape" and rank == 0:
         # A process in a session of its own, as torchrun starts workers: only the marker finds it.
         escaped = subprocess.Popen(["sleep", "300"], start_new_session=True)
@@ -57,15 +68,14 @@ FAKE_ENTRY = textwrap.dedent(
         if MODE == "handshake" and rank == 0:
             # Go on only once the runner has reported this step: proves steps are shown live.
             go = os.path.join(os.path.dirname(args.metrics), f"go.{{step}}")
-            for _ in range(600):
-                if os.path.exists(go):
-                    break
-                time.sleep(0.1)
-            else:
-                sys.exit(9)
+            while not os.path.exists(go):  # an event, however long: the case timeout bounds it
+                time.sleep(0.05)
         if MODE in ("hang", "escape") and step == 2:
+            release = os.environ.get("FLAGSCALE_PAUSE_FIFO")
+            if release and rank == 0:  # the runner waits here before its timeout clock starts
+                open(release, "wb").close()
             time.sleep(3600)
-        if MODE == "crash" and step == 2:
+        if MODE == "crash" and step == 2 and rank == 0:  # one rank: the first failure is known
             print("Traceback (most recent call last):", file=sys.stderr)
             print("RuntimeError: fake kernel failure on rank", rank, file=sys.stderr)
             sys.exit(7)
@@ -90,7 +100,7 @@ def case_document(**overrides: object) -> dict:
         "train": {"steps": 5, "seed": 7, "lr": 0.01},
         "data": {"generator": "arithmetic"},
         "tolerance": {"relative": 1.0e-6, "absolute": 1.0e-9},
-        "timeout": 120,
+        "timeout": 600,  # a safety net only: no test waits for it
         "monitors": {"system": True, "vendor": "auto", "interval": 0.1},
     }
     document.update(overrides)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from flagscale.core.atomic import temporary_sibling, write_atomically
+from flagscale.core.errors import FlagScaleError
 
 
 def mode_of(path: Path) -> int:
@@ -44,7 +45,7 @@ def test_replaces_a_file_or_a_symlink_without_writing_through_it(tmp_path: Path)
 def test_failure_leaves_the_target_as_it_was_and_no_sibling(tmp_path: Path) -> None:
     target = tmp_path / "folder"
     (target / "inside").mkdir(parents=True)
-    with pytest.raises(IsADirectoryError):
+    with pytest.raises(FlagScaleError, match=r"cannot write .*folder: it is a folder"):
         write_atomically(target, b"data")
     assert (target / "inside").is_dir()
     assert not temporary_sibling(target).exists()
@@ -56,7 +57,7 @@ def test_a_symlink_planted_at_the_temporary_name_is_not_followed(tmp_path: Path)
     victim.write_bytes(b"safe")
     target = tmp_path / "file"
     temporary_sibling(target).symlink_to(victim)
-    with pytest.raises(OSError):
+    with pytest.raises(FlagScaleError, match=r"cannot write .*/file: Too many levels"):
         write_atomically(target, b"data")
     assert victim.read_bytes() == b"safe"
     assert not target.exists()

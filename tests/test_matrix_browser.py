@@ -50,7 +50,7 @@ def run_chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
         *args,
     ]
     env = {**os.environ, "HOME": str(tmp)}
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=True)
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=True)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ def nox_list(noxfile: Path) -> list[str]:
         cwd=noxfile.parent,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,  # a hang guard, not a time the command needs
         check=False,
     )
     assert result.returncode == 0, result.stderr

@@ -262,65 +262,20 @@ def test_unreachable_https_url_is_reported(tmp_path: Path) -> None:
         fetch_artifact(source)
 
 
-def _offline_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A pip "index" that is a local folder of sdists; pip is told not to use any other."""
-    links = tmp_path / "links"
-    links.mkdir()
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
-    return links
-
-
-def _buildable_sdist(links: Path) -> Path:
-    """demo_pkg-1.0.tar.gz with an in-tree build backend, so pip needs no download to read it."""
-    backend = (
-        "import os\n"
-        "def prepare_metadata_for_build_wheel(directory, config_settings=None):\n"
-        "    info = os.path.join(directory, 'demo_pkg-1.0.dist-info')\n"
-        "    os.makedirs(info)\n"
-        "    with open(os.path.join(info, 'METADATA'), 'w') as f:\n"
-        "        f.write('Metadata-Version: 2.1\\nName: demo-pkg\\nVersion: 1.0\\n')\n"
-        "    return 'demo_pkg-1.0.dist-info'\n"
-    )
-    pyproject = '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
-    members = [
-        Member("demo_pkg-1.0/PKG-INFO", b"Metadata-Version: 2.1\nName: demo-pkg\nVersion: 1.0\n"),
-        Member("demo_pkg-1.0/pyproject.toml", pyproject.encode()),
-        Member("demo_pkg-1.0/backend.py", backend.encode()),
-    ]
-    return make_tar(links / "demo_pkg-1.0.tar.gz", members)
-
-
-def test_without_url_pip_downloads_the_sdist(
+def test_without_url_the_archive_comes_from_pip_s_find_links(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    archive = _buildable_sdist(_offline_index(tmp_path, monkeypatch))
+    """More sources, formats and failures: tests/test_package_index.py."""
+    links = tmp_path / "links"
+    archive = make_tar(links / "demo_pkg-1.0.tar.gz", SAMPLE)
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
     source = replace(source_for(archive), url=None)
     repo = tmp_path / "repo"
     import_release(source, repo)
-    assert (repo / "backend.py").is_file()
+    assert (repo / "src" / "demo" / "__init__.py").is_file()
     assert cache_path(source).read_bytes() == archive.read_bytes()
-
-
-def test_pip_failure_names_the_requirement_and_the_way_out(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _offline_index(tmp_path, monkeypatch)
-    source = replace(sample_source(tmp_path), url=None)
-    with pytest.raises(FlagScaleError) as failure:
-        fetch_artifact(source)
-    message = str(failure.value)
-    assert "pip download demo-pkg==1.0 failed: ERROR: No matching distribution" in message
-    assert "set source.url" in message and str(cache_path(source).parent) in message
-
-
-def test_pip_saving_another_file_name_is_reported(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    archive = _buildable_sdist(_offline_index(tmp_path, monkeypatch))
-    source = replace(source_for(archive), url=None, filename="demo_pkg-1.0.zip")
-    with pytest.raises(FlagScaleError, match=r"saved demo_pkg-1.0.tar.gz, not demo_pkg-1.0.zip"):
-        fetch_artifact(source)
 
 
 # --- archives that are refused ----------------------------------------------------------------

@@ -9,13 +9,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from flagscale.core.pause import PAUSE_AT, PAUSE_FIFO
 from flagscale.core.schema import validate
 from flagscale.runner.golden import load_golden
 from flagscale.runner.smoke import SmokeError, run_smoke, smoke_command
@@ -209,15 +209,23 @@ def test_golden_of_other_settings_is_refused(tmp_path: Path) -> None:
         run(root, case)
 
 
-def test_timeout_stops_only_the_jobs_processes(tmp_path: Path) -> None:
+def test_timeout_stops_only_the_jobs_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = fake_workspace(tmp_path, modes=("escape",))
     case = write_case(root, entry="fake/escape.py")
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    # The runner waits at its pause point until the job, hanging at step 2, opens this FIFO:
+    # the 10 s count from there, so the job is at step 2 however slowly it started.
+    fifo = tmp_path / "job-at-step-2"
+    os.mkfifo(fifo)
+    monkeypatch.setenv(PAUSE_AT, "smoke:job-started")
+    monkeypatch.setenv(PAUSE_FIFO, str(fifo))
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )  # lives until its stdin closes
     try:
-        started = time.monotonic()
         with pytest.raises(SmokeError) as failure:
             run(root, case, record_golden=True, timeout=10)
-        assert time.monotonic() - started < 60
         message = str(failure.value)
         assert message.startswith(
             f"smoke job tiny on {DEVICE} timed out after 10 s (at step 2 of 5); its processes"
@@ -234,8 +242,7 @@ def test_timeout_stops_only_the_jobs_processes(tmp_path: Path) -> None:
         assert not (log_dir / "monitors" / "system" / "sys_monitor.pid").exists()
         assert not (root / "hardware" / DEVICE / "smoke" / "tiny.golden.json").exists()
     finally:
-        bystander.kill()
-        bystander.wait()
+        bystander.communicate()
 
 
 def test_crash_reports_exit_status_and_log_tail(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,14 @@ from flagscale.upstream.workspace import (
     find_workspace,
     load_workspace,
 )
-from tests.gitrepos import TOOL_ROOT, declare_backends, make_repo, make_workspace, run_git
+from tests.gitrepos import (
+    TOOL_ROOT,
+    commit_all,
+    declare_backends,
+    make_repo,
+    make_workspace,
+    run_git,
+)
 
 RELEASE = {
     "kind": "release",
@@ -202,7 +211,7 @@ def test_submodule_declared_but_absent_from_gitmodules(tmp_path: Path) -> None:
         load_workspace(root)
     assert str(failure.value) == (
         "backends/backends.yaml: backend 'Other' is a submodule but .gitmodules has no entry with"
-        " path third_party/Other (run `git submodule add <url> third_party/Other`)"
+        " path third_party/Other (run `git submodule add -f <url> third_party/Other`)"
     )
 
 
@@ -216,3 +225,62 @@ def test_submodule_without_a_gitlink_has_no_pin(tmp_path: Path) -> None:
         FlagScaleError, match=r"third_party/Up is not a submodule in .*: no gitlink"
     ):
         workspace.pin(workspace.backend("Up"))
+
+
+# --- hints that add a submodule work when pasted, with FlagScale's own .gitignore ---------------
+
+
+def _with_the_project_gitignore(root: Path) -> None:
+    shutil.copyfile(TOOL_ROOT / ".gitignore", root / ".gitignore")
+    commit_all(root, "FlagScale's .gitignore")
+
+
+def _pasted(root: Path, hint: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the command between backticks in ``hint`` in a shell at ``root``."""
+    command = hint.split("`")[1]
+    if url is not None:
+        command = command.replace("<url>", url)
+    return subprocess.run(
+        ["sh", "-c", command], cwd=root, capture_output=True, text=True, check=False
+    )
+
+
+def test_the_missing_gitmodules_entry_hint_adds_the_submodule_when_pasted(tmp_path: Path) -> None:
+    root, _ = make_workspace(tmp_path, {"Up": {"a.txt": "a\n"}})
+    _with_the_project_gitignore(root)
+    other = tmp_path / "upstreams" / "Other"
+    make_repo(other, {"o.txt": "o\n"})
+    declare_backends(
+        root, {"Up": {"source": {"kind": "submodule"}}, "Other": {"source": {"kind": "submodule"}}}
+    )
+    with pytest.raises(FlagScaleError) as failure:
+        load_workspace(root)
+    result = _pasted(root, str(failure.value), other.as_uri())
+    assert result.returncode == 0, result.stderr
+    workspace = load_workspace(root)
+    assert workspace.pin(workspace.backend("Other")) == run_git(other, "rev-parse", "HEAD")
+
+
+def test_the_missing_gitlink_hint_names_the_url_and_works_when_pasted(tmp_path: Path) -> None:
+    root, upstreams = make_workspace(tmp_path, {"Up": {"a.txt": "a\n"}})
+    _with_the_project_gitignore(root)
+    run_git(root, "rm", "-q", "--cached", "third_party/Up")
+    workspace = load_workspace(root)
+    with pytest.raises(FlagScaleError) as failure:
+        workspace.pin(workspace.backend("Up"))
+    hint = str(failure.value)
+    assert f"`git submodule add -f {upstreams['Up'].as_uri()} third_party/Up`" in hint
+    result = _pasted(root, hint)
+    assert result.returncode == 0, result.stderr
+    assert workspace.pin(workspace.backend("Up")) == run_git(upstreams["Up"], "rev-parse", "HEAD")
+
+
+def test_every_submodule_add_in_the_docs_passes_f() -> None:
+    printed = [
+        (path.name, line)
+        for path in sorted((TOOL_ROOT / "docs").glob("*.md")) + [TOOL_ROOT / "README.md"]
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if "git submodule add " in line
+    ]
+    assert printed
+    assert [p for p in printed if "git submodule add -f " not in p[1]] == []

@@ -23,7 +23,7 @@ from pathlib import Path
 from flagscale.ci.devices import matrix
 from flagscale.ci.unpatch_and_test import unpatch_and_test
 from flagscale.ci.validate import validate_workspace
-from flagscale.core.errors import FlagScaleError
+from flagscale.core.errors import FlagScaleError, os_error
 from flagscale.upstream.workspace import load_workspace
 from flagscale.vendor.history import HISTORY
 from flagscale.vendor.history_check import check_history
@@ -62,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             unpatch_and_test(root, args.device)
     except FlagScaleError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a path and its cause, as inv says it (flagscale.core.cli)
+        print(f"error: {os_error(exc)}", file=sys.stderr)
         return 1
     return 0
 

@@ -103,6 +103,9 @@ def unpatch_and_test(
 
     Returns the SmokeOutcome of each case; raises on the first failure.
     """
+    from flagscale.runner.extra import require_smoke_extra
+
+    require_smoke_extra("python -m flagscale.ci unpatch-and-test")
     from flagscale.runner.smoke import describe, run_smoke
     from flagscale.vendor.patchset import check_device_type
 

@@ -22,7 +22,7 @@ from invoke.collection import Collection
 from invoke.exceptions import Exit
 from invoke.tasks import Task
 
-from flagscale.core.errors import FlagScaleError, NotInWorkspaceError
+from flagscale.core.errors import FlagScaleError, NotInWorkspaceError, os_error
 
 __all__ = [
     "ALIASES",
@@ -47,7 +47,10 @@ INTERRUPTED = 130
 def report_errors(verbose: bool, action: Callable[[], T]) -> T:
     """Run ``action``; a FlagScaleError becomes ``error: <one line>`` and exit status 1.
 
-    With ``verbose`` the traceback is printed as well. Ctrl-C exits 130 without a traceback.
+    An OSError that reaches here (permissions, a read-only or full disk, a missing folder) is
+    the same: one line naming the path and the cause, exit 1. Anything else is an internal
+    error, exit 2. With ``verbose`` the traceback is printed as well. Ctrl-C exits 130 without a
+    traceback.
     """
     try:
         return action()
@@ -57,6 +60,10 @@ def report_errors(verbose: bool, action: Callable[[], T]) -> T:
         raise Exit(f"error: {_with_tasks_folder(exc)}", code=1) from None
     except KeyboardInterrupt:
         raise Exit("interrupted", code=INTERRUPTED) from None
+    except OSError as exc:  # the environment, not the tool: a path and its cause, exit 1
+        if verbose:
+            traceback.print_exc()
+        raise Exit(f"error: {os_error(exc)}", code=1) from None
     except Exception as exc:  # an unexpected failure still gets one line unless --verbose
         if verbose:
             traceback.print_exc()

@@ -35,6 +35,7 @@ from flagscale.core.atomic import write_atomically
 from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git, git_text
+from flagscale.core.repository_lock import repository_lock
 from flagscale.migrate import base_layer
 from flagscale.migrate.branch import (
     Change,
@@ -141,7 +142,15 @@ def _advance(ws: Workspace, commit: str, label: str) -> None:
 
 
 def import_flagscale(ws: Workspace, request: ImportRequest) -> ImportReport:
-    """Run (or resume) the import of ``request.checkout`` into ``ws``; return the report."""
+    """Run (or resume) the import of ``request.checkout`` into ``ws``; return the report.
+
+    Holds the repository lock (``flagscale.core.repository_lock``): it moves the branch.
+    """
+    with repository_lock(ws.root, "inv import-flagscale"):
+        return _import_flagscale(ws, request)
+
+
+def _import_flagscale(ws: Workspace, request: ImportRequest) -> ImportReport:
     source = SourceCheckout(request.checkout)
     _refuse_same_repository(ws, source)
     finish_move(ws)
@@ -747,7 +756,8 @@ def import_command(
     or a base layer differs from FlagScale's."""
     top = git_text(["rev-parse", "--show-toplevel"], Path.cwd(), check=False)
     if top:  # a move a kill interrupted first: until then the declaration may be half written
-        finish_move(Workspace(root=Path(top), backends={}))
+        with repository_lock(Path(top), "inv import-flagscale"):
+            finish_move(Workspace(root=Path(top), backends={}))
     ws = find_workspace()
     request = ImportRequest(
         checkout=Path(checkout),

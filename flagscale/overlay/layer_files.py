@@ -13,7 +13,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from flagscale.core.errors import FlagScaleError
+from flagscale.core.errors import FlagScaleError, writing
 from flagscale.core.paths import UnsafePathError, check_relative, link_problem
 
 __all__ = [
@@ -173,32 +173,34 @@ def write_file(path: Path, data: bytes, *, executable: bool) -> None:
 
     The new file gets 0777 or 0666 less the umask, as git gives the files it checks out.
     """
-    if not path.parent.is_dir():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}{_TEMP_MARK}{os.getpid()}")
-    temp.unlink(missing_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    descriptor = os.open(temp, flags, 0o777 if executable else 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
+    with writing(path):
+        if not path.parent.is_dir():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}{_TEMP_MARK}{os.getpid()}")
         temp.unlink(missing_ok=True)
-        raise
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        descriptor = os.open(temp, flags, 0o777 if executable else 0o666)
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+            os.replace(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
 
 
 def write_link(path: Path, target: str) -> None:
     """Make ``path`` a symlink to ``target``, renaming a fresh link into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}{_TEMP_MARK}{os.getpid()}")
-    temp.unlink(missing_ok=True)
-    os.symlink(target, temp)
-    try:
-        os.replace(temp, path)
-    except BaseException:
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}{_TEMP_MARK}{os.getpid()}")
         temp.unlink(missing_ok=True)
-        raise
+        os.symlink(target, temp)
+        try:
+            os.replace(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
 
 
 def remove_path(root: Path, relative: str) -> bool:

@@ -16,6 +16,7 @@ from pathlib import Path
 from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.paths import check_relative, ensure_inside
+from flagscale.core.repository_lock import repository_lock
 from flagscale.core.savededits import (
     save_tree_diff,
     tree_from_entries,
@@ -101,10 +102,13 @@ def patch(
     selected = workspace.select(backends)
     state_dir = workspace.state_dir
     results = []
-    for backend in selected:
-        result = harvest_base_layer(workspace, backend, force=force, state_dir=state_dir, echo=echo)
-        echo(result.summary())
-        results.append(result)
+    with repository_lock(workspace.root, "inv patch"):
+        for backend in selected:
+            result = harvest_base_layer(
+                workspace, backend, force=force, state_dir=state_dir, echo=echo
+            )
+            echo(result.summary())
+            results.append(result)
     return results
 
 

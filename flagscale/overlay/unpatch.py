@@ -20,6 +20,7 @@ from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git
 from flagscale.core.paths import check_relative
+from flagscale.core.repository_lock import repository_lock
 from flagscale.overlay.checkout import (
     SHOWN_PATHS,
     Checkout,
@@ -87,12 +88,13 @@ def unpatch(
     selected = workspace.select(backends)
     state_dir = workspace.state_dir
     results = []
-    for backend in selected:
-        result = lay_base_layer(
-            workspace, backend, mode=mode, force=force, state_dir=state_dir, echo=echo
-        )
-        echo(result.summary())
-        results.append(result)
+    with repository_lock(workspace.root, "inv unpatch"):
+        for backend in selected:
+            result = lay_base_layer(
+                workspace, backend, mode=mode, force=force, state_dir=state_dir, echo=echo
+            )
+            echo(result.summary())
+            results.append(result)
     return results
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from flagscale.core.pause import pause_point
 from flagscale.runner.processes import Marker, stop_group_and_marked
 
 __all__ = [
@@ -183,7 +184,8 @@ def run_job(
         )
     finished = False
     try:
-        returncode, timed_out = _wait(process, started + timeout, watch)
+        pause_point("smoke:job-started")  # tests: the timeout counts from when the test lets go
+        returncode, timed_out = _wait(process, time.monotonic() + timeout, watch)
         # Once reaped, the leader's pid may name someone else's group: signal it only if unreaped.
         killed = stop_group_and_marked(process.pid if timed_out else None, marker)
         process.wait()

@@ -89,9 +89,11 @@ def _pyplot() -> Any:
         matplotlib.use("Agg")
         from matplotlib import pyplot
     except ImportError as exc:
+        from flagscale.core.install import install_command
+
         raise FlagScaleError(
             "matplotlib is needed for the loss plot",
-            hint="install the smoke extra: python -m pip install -e '.[smoke]'",
+            hint=f"install the smoke extra: {install_command('smoke')}",
         ) from exc
     return pyplot
 

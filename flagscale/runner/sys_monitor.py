@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -32,7 +33,7 @@ NAME = "sys_monitor"
 WATCH_VARIABLE = "FLAGSCALE_SMOKE_WATCH"
 JOB_VARIABLE = "FLAGSCALE_SMOKE_JOB"
 NOT_RUNNING = 3
-START_WAIT = 10.0
+START_WAIT = 300.0  # a safety net against a sampler that hangs: start waits for its word
 STOP_WAIT = 10.0
 
 
@@ -41,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-o", "--operation", choices=["start", "stop", "restart", "status", "run"])
     parser.add_argument("-l", "--log", default="./logs/", help="log folder (default ./logs/)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.operation is None:
         parser.error("the following arguments are required: -o/--operation")
@@ -71,20 +73,27 @@ def start(log_dir: Path, interval: float) -> int:
         return 1
     log_dir.mkdir(parents=True, exist_ok=True)
     pid_file(log_dir).unlink(missing_ok=True)
+    ready, told = os.pipe()
     command = [sys.executable, os.path.abspath(__file__), "-o", "run", "-l", str(log_dir)]
-    command += ["--interval", str(interval)]
-    with open(log_dir / f"{NAME}.log", "ab") as log:
-        sampler = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
-    deadline = time.monotonic() + START_WAIT
-    while time.monotonic() < deadline:
-        if running_pid(log_dir) == sampler.pid:
-            print(f"{NAME}: started (pid {sampler.pid}), samples in {log_dir / (NAME + '.jsonl')}")
-            return 0
-        if sampler.poll() is not None:
-            break
-        time.sleep(0.02)
+    command += ["--interval", str(interval), "--ready-fd", str(told)]
+    try:
+        with open(log_dir / f"{NAME}.log", "ab") as log:
+            sampler = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                pass_fds=(told,),
+            )
+    finally:
+        os.close(told)
+    with os.fdopen(ready, "rb") as word:
+        # "ready" once the pid file and the first sample are written; end of file if it died
+        up = select.select([word], [], [], START_WAIT)[0] and word.read() == b"ready\n"
+    if up and running_pid(log_dir) == sampler.pid:
+        print(f"{NAME}: started (pid {sampler.pid}), samples in {log_dir / (NAME + '.jsonl')}")
+        return 0
     print(f"{NAME}: sampler did not start; see {log_dir / (NAME + '.log')}", file=sys.stderr)
     return 1
 
@@ -140,8 +149,9 @@ class JobMemory:
         return {"job_rss_mb": round(total / 2**20, 1), "job_processes": count}
 
 
-def run(log_dir: Path, interval: float) -> int:
-    """The sampler itself: write the pid file, sample until SIGTERM."""
+def run(log_dir: Path, interval: float, ready_fd: int | None = None) -> int:
+    """The sampler itself: write the pid file and a first sample, tell ``ready_fd`` (the
+    starter waits for it), sample until SIGTERM."""
     stopping = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -167,6 +177,10 @@ def run(log_dir: Path, interval: float) -> int:
             }
             samples.write(json.dumps(record) + "\n")
             samples.flush()
+            if ready_fd is not None:
+                os.write(ready_fd, b"ready\n")
+                os.close(ready_fd)
+                ready_fd = None
             deadline = time.monotonic() + interval
             while not stopping and time.monotonic() < deadline:
                 time.sleep(min(0.05, interval))
@@ -185,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.operation == "restart":
         stop(log_dir)
         return start(log_dir, args.interval)
-    return run(log_dir, args.interval)
+    return run(log_dir, args.interval, args.ready_fd)
 
 
 if __name__ == "__main__":

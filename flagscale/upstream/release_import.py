@@ -4,7 +4,8 @@ The same artifact, checked by its sha256, always gives the same commit: its entr
 checked by :mod:`flagscale.upstream.archive`) are sorted by path and written by one
 ``git fast-import`` with a fixed identity, a fixed date and a message naming the package,
 version and sha256.
-Artifacts come from a cache keyed by sha256, else ``source.url``, else ``pip download``.
+Artifacts come from a cache keyed by sha256, else ``source.url`` when a user wrote one, else the
+package sources pip is configured with (:mod:`flagscale.upstream.package_index`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -25,6 +24,7 @@ from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git, git_ok, git_text, is_repository
 from flagscale.core.progress import Progress
 from flagscale.upstream.archive import Entry, read_archive
+from flagscale.upstream.package_index import fetch_from_index
 from flagscale.upstream.workspace import DECLARATION, ReleaseSource, find_workspace
 
 __all__ = [
@@ -72,7 +72,7 @@ def sha256_of(path: Path) -> str:
 
 
 def fetch_artifact(source: ReleaseSource, *, workspace_root: Path | None = None) -> Path:
-    """The verified artifact in the cache: from the cache, else ``source.url``, else pip.
+    """The verified artifact in the cache: from the cache, else ``source.url``, else pip's sources.
 
     A relative ``source.url`` is read from ``workspace_root`` (default: the current folder).
     The file enters the cache only after its sha256 matched, by a rename.
@@ -98,7 +98,14 @@ def _check_source(source: ReleaseSource) -> None:
 def _acquire(source: ReleaseSource, folder: Path, root: Path) -> tuple[Path, str]:
     if source.url:
         return _download_url(source.url, folder / source.filename, root), source.url
-    return _pip_download(source, folder), f"pip download {source.package}=={source.version}"
+    return fetch_from_index(
+        source.package,
+        source.version,
+        source.filename,
+        source.sha256,
+        folder,
+        cache_path(source).parent,
+    )
 
 
 def _download_url(url: str, target: Path, root: Path) -> Path:
@@ -137,36 +144,6 @@ def _copy_file(path: Path, target: Path, url: str) -> None:
             f"cannot read release archive {url} ({path}): {exc.strerror or exc}",
             hint="fix source.url in " + DECLARATION,
         ) from exc
-
-
-def _pip_download(source: ReleaseSource, folder: Path) -> Path:
-    requirement = f"{source.package}=={source.version}"
-    # --no-binary names only this package: `:all:` would make pip also build the sdist's build
-    # dependencies (setuptools, pybind11, ...) from source to read its metadata, taking minutes.
-    command = [sys.executable, "-m", "pip", "download", "--no-deps"]
-    command += ["--no-binary", source.package, "--disable-pip-version-check"]
-    command += [requirement, "-d", str(folder)]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise FlagScaleError(
-            f"pip download {requirement} failed: {_last_error(result.stderr)}",
-            hint="check the package index pip uses (`pip config list`), set source.url, or put "
-            f"{source.filename} into {cache_path(source).parent}",
-        )
-    target = folder / source.filename
-    if not target.is_file():
-        saved = ", ".join(sorted(p.name for p in folder.iterdir())) or "nothing"
-        raise FlagScaleError(
-            f"pip download {requirement} saved {saved}, not {source.filename}",
-            hint=f"fix source.filename in {DECLARATION}",
-        )
-    return target
-
-
-def _last_error(stderr: str) -> str:
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("ERROR")]
-    return (errors or lines or ["no output"])[-1]
 
 
 def _verify(path: Path, source: ReleaseSource, origin: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ __all__ = [
     "Workspace",
     "backends_at",
     "find_workspace",
+    "submodule_add_command",
 ]
 
 DECLARATION = "backends/backends.yaml"
@@ -110,9 +112,15 @@ class Workspace:
         line = git_text(["ls-files", "--stage", "--", path], self.root)
         fields = line.split()
         if len(fields) < 2 or fields[0] != "160000" or not _SHA1.match(fields[1]):
+            urls = [
+                b.source.url
+                for b in self.backends.values()
+                if b.checkout == path and isinstance(b.source, SubmoduleSource) and b.source.url
+            ]
             raise FlagScaleError(
                 f"{path} is not a submodule in {self.root}: no gitlink in the index",
-                hint=f"add it with `git submodule add <url> {path}` or declare a release source",
+                hint=f"add it with `{submodule_add_command(path, *urls[:1])}`"
+                " or declare a release source",
             )
         return fields[1]
 
@@ -125,6 +133,15 @@ class Workspace:
         """
         own = git_text(["rev-parse", "--git-dir"], self.root)
         return (self.root / own).resolve() / "flagscale"
+
+
+def submodule_add_command(path: str, url: str = "<url>") -> str:
+    """The command that adds ``third_party/<name>`` as a submodule, as it works when pasted.
+
+    ``-f``: FlagScale's .gitignore ignores ``/third_party/*`` (release imports live there as
+    plain repositories), and ``git submodule add`` refuses an ignored path without it.
+    """
+    return f"git submodule add -f {shlex.quote(url) if url != '<url>' else url} {path}"
 
 
 def find_workspace(start: Path | None = None) -> Workspace:
@@ -178,7 +195,7 @@ def _backend_from(name: str, entry: dict, modules: dict[str, tuple[str, str]]) -
             raise FlagScaleError(
                 f"{DECLARATION}: backend {name!r} is a submodule but .gitmodules has no entry"
                 f" with path {path}",
-                hint=f"run `git submodule add <url> {path}`",
+                hint=f"run `{submodule_add_command(path)}`",
             )
         module_name, url = modules[path]
         source = SubmoduleSource(name=module_name, url=url)

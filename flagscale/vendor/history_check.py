@@ -15,6 +15,8 @@ from typing import Any
 import yaml
 
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.pause import pause_point
+from flagscale.core.repository_lock import repository_lock
 from flagscale.core.schema import parse_document, validate
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
 from flagscale.vendor.history import HISTORY, History, backend_key, load_history, write_history
@@ -283,12 +285,16 @@ def check_history(ws: Workspace, *, repair: bool = False, drop: bool = False) ->
     orders by ancestry; with ``drop`` too it removes entries whose sets no commit of the current
     branch holds (gone, or left on another branch). Nothing is written while a problem remains.
     """
-    checker = _Checker(ws, repair, drop)
-    report = checker.run()
-    if repair and report.ok and report.repaired:
-        write_history(ws, checker.fixed)
-        report.written = True
-    return report
+    if not repair:
+        return _Checker(ws, repair, drop).run()
+    with repository_lock(ws.root, "inv check-history --repair"):
+        checker = _Checker(ws, repair, drop)
+        report = checker.run()
+        pause_point("history:read")
+        if report.ok and report.repaired:
+            write_history(ws, checker.fixed)
+            report.written = True
+        return report
 
 
 def check_command(*, repair: bool = False, drop_stale: bool = False) -> CheckReport:

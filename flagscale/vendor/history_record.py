@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import commit_id
+from flagscale.core.pause import pause_point
+from flagscale.core.repository_lock import repository_lock
 from flagscale.upstream.workspace import Workspace
 from flagscale.vendor.history import (
     HISTORY,
@@ -69,6 +71,18 @@ def record_history(
     default to those every named set's metadata lists.
     """
     device = check_device_type(device_type)
+    with repository_lock(ws.root, f"inv record-history --device-type {device}"):
+        return _record(ws, device, tasks, backends, commit, report)
+
+
+def _record(
+    ws: Workspace,
+    device: str,
+    tasks: list[str] | None,
+    backends: list[str] | None,
+    commit: str | None,
+    report: Callable[[str], None],
+) -> list[HistoryEntry]:
     names = sorted(dict.fromkeys(backends or []))
     if not names:
         raise FlagScaleError("no --backend given", hint="name the backends of the patch sets")
@@ -85,6 +99,7 @@ def record_history(
                 hint="re-run inv patch with that --task, or record another task",
             )
     history = load_history(ws)
+    pause_point("history:read")
     key = backend_key(names)
     recorded = []
     for task in wanted:

@@ -19,6 +19,7 @@ from flagscale import __version__
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git, git_text
 from flagscale.core.paths import check_links, check_relative
+from flagscale.core.repository_lock import repository_lock
 from flagscale.core.treelinks import tree_symlinks
 from flagscale.overlay.layer_shown import refuse_layer_at_pin
 from flagscale.overlay.layered_trees import (
@@ -39,7 +40,7 @@ from flagscale.overlay.layered_trees import (
     worktree_tree,
 )
 from flagscale.upstream.workspace import DECLARATION, FLAGSCALE, Workspace
-from flagscale.vendor.commit_sets import check_filters, recover_interrupted, write_and_commit
+from flagscale.vendor.commit_sets import check_filters, recover, write_and_commit
 from flagscale.vendor.patchset import (
     ALGORITHM,
     HARDWARE,
@@ -402,13 +403,22 @@ def _previous_ci(ws: Workspace, device: str, backend: str) -> dict | None:
 
 
 def create_patch_sets(ws: Workspace, request: PatchRequest) -> list[Path]:
-    """Write and commit the vendor patch sets of ``request``; return the folders written."""
+    """Write and commit the vendor patch sets of ``request``; return the folders written.
+
+    Holds the repository lock (``flagscale.core.repository_lock``) from start to end: the sets
+    are made from the work tree and committed onto the branch with nothing else writing there.
+    """
     device = check_device_type(request.device_type)
+    with repository_lock(ws.root, f"inv patch --device-type {device}"):
+        return _create_patch_sets(ws, request, device)
+
+
+def _create_patch_sets(ws: Workspace, request: PatchRequest, device: str) -> list[Path]:
     _check_tasks(request.tasks)
     backends = _check_backends(ws, request.backends)
     base = resolve_commit(ws, request.commit)
     check_identity(ws)
-    recover_interrupted(ws, ws.path(f"{HARDWARE}/{device}"))
+    recover(ws)
     _check_device_folder_clean(ws, device)
     pieces = _gather_pieces(request, _known_versions(ws, backends, base))
 
