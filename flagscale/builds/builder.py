@@ -44,6 +44,7 @@ from flagscale.builds.lock import (
     staging_path,
 )
 from flagscale.builds.plan import BuildPlan, plan_device
+from flagscale.builds.results_check import Expectation, check_results
 from flagscale.core.atomic import write_atomically
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git
@@ -57,8 +58,10 @@ __all__ = [
     "HETERO_MAP",
     "BuildRequest",
     "ConflictError",
+    "assemble_tree",
     "build_devices",
     "build_root",
+    "read_patches",
 ]
 
 BUILD_DIR = "build"
@@ -84,6 +87,7 @@ class BuildRequest:
     force: bool = False
     report: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
     source: SetSource = GIT_SETS  # where history and patch sets come from (git, or a bundle)
+    root: Path | None = None  # where build trees go (default: the workspace's build/)
 
 
 def build_root(ws: Workspace) -> Path:
@@ -103,7 +107,7 @@ def build_devices(ws: Workspace, request: BuildRequest) -> dict[str, Path]:
             "no --device given", hint="name a device type, e.g. --device Metax_C550"
         )
     plans = _plan_all(ws, devices, request)
-    root = build_root(ws)
+    root = request.root or build_root(ws)
     pending = [plan for plan in plans if not _up_to_date(root, plan, request)]
     if pending:
         _scratch(ws)  # create the scratch repository once, before any thread needs it
@@ -259,7 +263,7 @@ def _build_one(
     ws: Workspace, plan: BuildPlan, bases: dict[str, str], request: BuildRequest
 ) -> Path:
     """Build one device type under its lock, beside the target, and swap it in."""
-    root = build_root(ws)
+    root = request.root or build_root(ws)
     target = root / plan.device_type
     progress = Progress(f"build {plan.device_type}", total=4)
     with DeviceLock(root, plan.device_type):
@@ -271,9 +275,11 @@ def _build_one(
         try:
             progress.step(f"reading patch sets at {plan.choice.commit[:12]}")
             assembler = Assembler(_scratch(ws), container / "git")
-            components = _components(ws, plan, bases, request)
+            keys = _KeyRing(request.key_paths)
+            components = _components(ws, plan, bases, keys)
             progress.step("applying patch sets")
-            tree = _assemble(root, plan, components, assembler)
+            checks = _expectations(ws, plan, keys)
+            tree = _assemble(root, plan, components, assembler, checks, request.report)
             progress.step(f"writing {_shown(target)}")
             staged = container / "tree"
             assembler.write_out(tree, staged)
@@ -306,13 +312,40 @@ def _write_record(staged: Path, plan: BuildPlan, tree: str) -> None:
 # --- components: what gets patched where -----------------------------------------------------
 
 
+def assemble_tree(
+    ws: Workspace,
+    plan: BuildPlan,
+    assembler: Assembler,
+    *,
+    key_paths: Sequence[Path] = (),
+    report: Callable[[str], None] = print,
+) -> str:
+    """The build tree of ``plan`` as a git tree in ``assembler``'s objects; nothing written out.
+
+    The same assembly and checks as a build (no ``--3way``): for tools that compare builds.
+    """
+    keys = _KeyRing(key_paths)
+    components = _components(ws, plan, _base_trees(ws, plan, {}), keys)
+    checks = _expectations(ws, plan, keys)
+    return _assemble(build_root(ws), plan, components, assembler, checks, report)
+
+
+def read_patches(
+    ws: Workspace, plan: BuildPlan, *, key_paths: Sequence[Path] = ()
+) -> dict[str, tuple[PatchPiece, ...]]:
+    """backend → its set's patch files as the build applies them (checked, decrypted)."""
+    files = [f for s in plan.sets.values() for f in s.files]
+    blobs = read_blobs(ws, [f.blob for f in files if f.data is None])
+    keys = _KeyRing(key_paths)
+    return {name: _pieces(patch_set, blobs, keys) for name, patch_set in plan.sets.items()}
+
+
 def _components(
-    ws: Workspace, plan: BuildPlan, bases: dict[str, str], request: BuildRequest
+    ws: Workspace, plan: BuildPlan, bases: dict[str, str], keys: _KeyRing
 ) -> list[Component]:
     """Each part of the tree with its base tree and its (decrypted) patch pieces."""
     files = [f for s in plan.sets.values() for f in s.files]
     blobs = read_blobs(ws, [f.blob for f in files if f.data is None])
-    keys = _KeyRing(request.key_paths)
     components = []
     for name in [FLAGSCALE, *plan.backends]:
         patch_set = plan.sets.get(name)
@@ -411,6 +444,10 @@ class _KeyRing:
         key, label = self._fsenc_key(patch_set)
         return crypto.decrypt_file_bytes(data, key, name=name, source=path, key_label=label)
 
+    def key_for(self, patch_set: SetPlan) -> bytes:
+        """The key of an encrypted set (after its files were decrypted with it)."""
+        return self._fsenc_key(patch_set)[0]
+
     def _fsenc_key(self, patch_set: SetPlan) -> tuple[bytes, str]:
         from flagscale.vendor import crypto
 
@@ -449,20 +486,47 @@ class _KeyRing:
 # --- applying ---------------------------------------------------------------------------------
 
 
+def _expectations(ws: Workspace, plan: BuildPlan, keys: _KeyRing) -> dict[str, Expectation]:
+    """backend → what its set promises to produce (checked after its patches are applied)."""
+    state = ws.state_dir
+    expectations = {}
+    for name, patch_set in plan.sets.items():
+        key = None
+        if patch_set.key_id is not None and any(f.scheme == "fsenc" for f in patch_set.files):
+            key = keys.key_for(patch_set)
+        source = patch_set.source or patch_set.folder
+        expectations[name] = Expectation(source, patch_set.results, key, state)
+    return expectations
+
+
 def _assemble(
-    root: Path, plan: BuildPlan, components: list[Component], assembler: Assembler
+    root: Path,
+    plan: BuildPlan,
+    components: list[Component],
+    assembler: Assembler,
+    checks: dict[str, Expectation],
+    report: Callable[[str], None],
 ) -> str:
-    """The whole build tree's id; with ``--3way``, conflicts go to ``build/<V_M>.conflicts/``."""
+    """The whole build tree's id; with ``--3way``, conflicts go to ``build/<V_M>.conflicts/``.
+
+    Each patched component is checked against what its set was made to produce."""
     trees: dict[str, str] = {}
     conflicts: list[tuple[Component, PatchApplyError]] = []
     for component in components:
         _check_reach(component)
         try:
-            trees[component.prefix] = assembler.patched_tree(component, three_way=plan.three_way)
+            tree = assembler.patched_tree(component, three_way=plan.three_way)
         except PatchApplyError as exc:
             if not plan.three_way:
                 raise
             conflicts.append((component, exc))
+            continue
+        trees[component.prefix] = tree
+        if component.pieces and component.name in checks:
+            check = checks[component.name]
+            check_results(
+                assembler, component, tree, check, three_way=plan.three_way, report=report
+            )
     if conflicts:
         _leave_conflicts(root, plan, conflicts, assembler)
     parts = {prefix: tree for prefix, tree in trees.items() if prefix}

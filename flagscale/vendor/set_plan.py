@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flagscale.vendor.set_results import SetResults
+
 __all__ = ["Entry", "HistoryChoice", "SetFile", "SetPlan"]
 
 
@@ -42,6 +44,8 @@ class SetPlan:
     apply_layer: bool = True  # legacy backend patches already contain the base layer
     whitespace_fix: bool = False  # legacy sets were applied with --whitespace=fix
     source: str = ""  # the metadata file, for messages
+    # what the set was made to produce (None: made before results were recorded)
+    results: SetResults | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,16 @@ same shape. A ``SetSource`` says where the history line and the sets come from: 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import commit_id, git
 from flagscale.upstream.workspace import Workspace
 from flagscale.vendor.set_plan import Entry, HistoryChoice, SetFile, SetPlan
+from flagscale.vendor.set_results import SetResults
+
+if TYPE_CHECKING:
+    from flagscale.vendor.patchset import PatchMetadata
 
 __all__ = [
     "GIT_SETS",
@@ -204,7 +208,17 @@ def set_from_metadata(
         key_id=(metadata.encryption or {}).get("key_id"),
         contact=metadata.contact,
         source=source,
+        results=_recorded_results(metadata),
     )
+
+
+def _recorded_results(metadata: PatchMetadata) -> SetResults | None:
+    """What the set says it produces; None for sets made before that was recorded."""
+    if metadata.results_sealed is not None:
+        return SetResults(dict(metadata.results_sealed), sealed=True)
+    if metadata.results is not None:
+        return SetResults(dict(metadata.results))
+    return None
 
 
 class SetSource(Protocol):
