@@ -13,7 +13,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,6 +89,9 @@ class _Run:
     hooks: dict[str, Any] = field(default_factory=dict)
     peak: dict[str, float] = field(default_factory=dict)
     plot: Path | None = None
+    # what a caller adds to the job alone (e.g. measuring it): variables, import folders first
+    job_env: dict[str, str] = field(default_factory=dict)
+    job_python_path: tuple[Path, ...] = ()
 
 
 def run_smoke(
@@ -101,12 +104,18 @@ def run_smoke(
     timeout: float | None = None,
     log_dir: Path | None = None,
     base_env: Mapping[str, str] | None = None,
+    job_env: Mapping[str, str] | None = None,
+    job_python_path: Sequence[Path] = (),
 ) -> SmokeOutcome:
     """Run the smoke case ``config_path`` on the build tree of ``device_type``.
 
     ``root`` is the workspace (``hardware/``, default ``build/<device>`` and ``logs/``). Raises
     SmokeError (or another FlagScaleError) with one line saying what failed; result.json is
     written to the log folder in every case once the folder exists.
+
+    ``job_env`` and ``job_python_path`` reach the training job only (not hooks or monitors):
+    variables set last, and folders put first on its ``PYTHONPATH`` (modules imported from
+    them pass the provenance check). ``flagscale.trust`` measures the job this way.
     """
     check_device_type(device_type)
     root = root.resolve()
@@ -124,6 +133,8 @@ def run_smoke(
         log_dir=_fresh_log_dir(log_dir or root / "logs" / "smoke" / device_type / config.case),
         golden_file=golden_file,
         golden=golden,
+        job_env=dict(job_env or {}),
+        job_python_path=tuple(Path(p).resolve() for p in job_python_path),
     )
     try:
         _execute(run, root, megatron, timeout or config.timeout, base_env or os.environ)
@@ -227,7 +238,8 @@ def _launch(
     arguments = ["--job", str(job_file), "--metrics", str(metrics)]
     rank_logs = run.log_dir / "ranks"
     command = torchrun_command(config.nproc, free_port(), run.entry, arguments, rank_logs)
-    env = job_environment(base_env, python_path, variables, marker)
+    search = [*run.job_python_path, *python_path]
+    env = job_environment(base_env, search, {**variables, **run.job_env}, marker)
     job_log = run.log_dir / "job.log"
     job_log.write_text("$ " + " ".join(command) + "\n", "utf-8")
     outcome = run_job(
@@ -322,7 +334,7 @@ def _check_provenance(run: _Run, megatron: Path) -> None:
             f"smoke job imported megatron.core from {reported}, not from the build tree {megatron}",
             hint="remove the other megatron from the job's Python or rebuild the tree",
         )
-    allowed = (run.build, run.log_dir)
+    allowed = (run.build, run.log_dir, *run.job_python_path)
     for module, path in sorted(run.summary.get("modules", {}).items()):
         if not any(_inside(Path(path), place) for place in allowed):
             raise SmokeError(
