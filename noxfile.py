@@ -2,6 +2,7 @@
 
 # nox -s tests lint validate
 # nox -s "unpatch_and_test(device='Generic_CPU')"   one device type, as CI runs it
+# nox -s "unpatch_and_test(device='Generic_CPU')" -- --coverage   ... and its patch coverage
 # nox -r ... reuses the virtualenvs (fast rerun); nox -R ... also skips the installs.
 # unpatch_and_test is parametrized by the device types with a `train` entry in
 # hardware/patch_history.yaml (`python -m flagscale.ci matrix` prints the same list).
@@ -56,6 +57,11 @@ def validate(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("device", DEVICES)
 def unpatch_and_test(session: nox.Session, device: str) -> None:
-    """Fresh build of one device type, schema checks, vendor hooks, smoke job vs golden."""
+    """Fresh build of one device type, schema checks, vendor hooks, smoke job vs golden.
+
+    ``-- --coverage`` (or FLAGSCALE_COVERAGE=1) runs the smoke jobs under coverage.py and writes
+    the patch coverage report to logs/coverage/<V_M>/ (docs/coverage-and-bisect.md).
+    """
     install(session, "smoke")
-    session.run("python", "-m", "flagscale.ci", "unpatch-and-test", "--device", device)
+    command = ["python", "-m", "flagscale.ci", "unpatch-and-test", "--device", device]
+    session.run(*command, *session.posargs)

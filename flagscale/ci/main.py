@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flagscale.ci.devices import matrix
-from flagscale.ci.unpatch_and_test import unpatch_and_test
+from flagscale.ci.unpatch_and_test import coverage_wanted, unpatch_and_test
 from flagscale.ci.validate import validate_workspace
 from flagscale.core.errors import FlagScaleError
 from flagscale.upstream.workspace import load_workspace
@@ -38,6 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("validate", help="check every schema-described file")
     one = commands.add_parser("unpatch-and-test", help="fresh build + smoke job of one device")
     one.add_argument("--device", required=True, help="device type, Vendor_Model")
+    one.add_argument(
+        "--coverage",
+        action="store_true",
+        help="run the smoke cases under coverage.py and write logs/coverage/<V_M>/ (also:"
+        " FLAGSCALE_COVERAGE=1)",
+    )
     args = parser.parse_args(argv)
     try:
         root = _root(args.root)
@@ -46,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "validate":
             print(f"checked {len(validate_workspace(root))} files")
         else:
-            unpatch_and_test(root, args.device)
+            unpatch_and_test(root, args.device, coverage=coverage_wanted(args.coverage))
     except FlagScaleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
