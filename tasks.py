@@ -344,6 +344,50 @@ def coverage(
 namespace.add_task(coverage)
 
 
+@task(
+    iterable=["key_path"],
+    help={
+        "device": "device type whose smoke job broke (Vendor_Model)",
+        "case": "smoke case: a name in ci/smoke/ or a file (default: every case in ci/smoke/)",
+        "good": "history commit whose smoke job passes (default: the previous entry that passes)",
+        "bad": "history commit whose smoke job fails (default: the newest entry)",
+        "task": "task of the history line (train, inference, post_train)",
+        "key_path": "key file for encrypted patch sets; repeat for several vendors",
+        "no_coverage": "do not run the failing entry under coverage (no unreached hunk skipped)",
+        "verbose": VERBOSE_HELP,
+    },
+)
+def bisect(
+    c: Context,
+    device: str | None = None,
+    case: str | None = None,
+    good: str | None = None,
+    bad: str | None = None,
+    task: str | None = None,
+    key_path: list[str] | None = None,
+    no_coverage: bool = False,
+    verbose: bool = False,
+) -> None:
+    """Find the hunk(s) of a device's patch change that break its smoke job (delta debugging)."""
+    from flagscale.trust.bisect import bisect_command
+
+    report_errors(
+        verbose,
+        lambda: bisect_command(
+            device,
+            case=case,
+            good=good,
+            bad=bad,
+            task=task,
+            key_paths=split_names(key_path),
+            no_coverage=no_coverage,
+        ),
+    )
+
+
+namespace.add_task(bisect)
+
+
 @task(help={"verbose": VERBOSE_HELP})
 def ci_matrix(c: Context, verbose: bool = False) -> None:
     """Print the CI device matrix (device types and runner labels) as JSON."""
