@@ -15,6 +15,7 @@ memory and in the build's private staging folder only.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import sys
@@ -88,6 +89,7 @@ class BuildRequest:
     report: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
     source: SetSource = GIT_SETS  # where history and patch sets come from (git, or a bundle)
     root: Path | None = None  # where build trees go (default: the workspace's build/)
+    progress: bool = True  # the per-step progress lines on stderr
 
 
 def build_root(ws: Workspace) -> Path:
@@ -265,7 +267,8 @@ def _build_one(
     """Build one device type under its lock, beside the target, and swap it in."""
     root = request.root or build_root(ws)
     target = root / plan.device_type
-    progress = Progress(f"build {plan.device_type}", total=4)
+    stream = None if request.progress else io.StringIO()
+    progress = Progress(f"build {plan.device_type}", total=4, stream=stream)
     with DeviceLock(root, plan.device_type):
         clean_stale(root, plan.device_type)
         if _up_to_date(root, plan, request):  # someone built it while we waited

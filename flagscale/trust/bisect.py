@@ -33,7 +33,7 @@ from flagscale.core.atomic import write_atomically
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.schema import validate
 from flagscale.trust.change import CandidateError, CandidateSets, Workbench
-from flagscale.trust.ddmin import FAIL, PASS, UNRESOLVED, ddmin
+from flagscale.trust.ddmin import FAIL, PASS, UNRESOLVED, NotFailing, ddmin
 from flagscale.trust.hunk_coverage import NOT_REACHED, judge_pieces
 from flagscale.trust.hunks import Piece, parse_patch, render
 from flagscale.trust.run_coverage import CoverageRun, run_cases
@@ -94,14 +94,18 @@ class _Bisection:
         self.report(line)
 
     def note(self, line: str) -> None:
+        line = line.removeprefix("note: ")
         self.notes.append(line)
         self.report(f"note: {line}")
 
-    def step(self, what: str, outcome: Outcome, pieces: int | None = None) -> None:
+    def step(
+        self, what: str, outcome: Outcome, pieces: int | None = None, target: str | None = None
+    ) -> None:
         self.count += 1
         verdict = outcome.result if outcome.result != FAILED else f"failed ({outcome.signature})"
         how = "cached verdict" if outcome.cached else f"{outcome.seconds:.1f} s"
-        detail = f": {outcome.detail}" if outcome.result != PASSED else ""
+        known = outcome.result == PASSED or (target and outcome.signature == target)
+        detail = "" if known else f": {outcome.detail}"
         self.say(f"[try {self.count}] {what}: {verdict} ({how}){detail}")
         self.steps.append(
             {
@@ -187,9 +191,9 @@ def bisect_device(
             f"change: {len(pieces)} piece(s) (hunks) in {len({p.path for p in pieces})} file(s),"
             f" from {len(carriers)} patch file(s): {'; '.join(carriers)}"
         )
-        test = _tester(run, good_commit, task, good_plan, good_tree, target)
-        candidates = _reached(run, pieces, coverage, bad_tree, test)
-        culprit = _minimize(run, candidates, test)
+        test = _tester(run, good_commit, task, good_plan, good_tree, target, pieces)
+        reached = _reached(run, pieces, coverage, bad_tree)
+        culprit = _minimize(run, pieces, reached, test)
         return _finish(run, good_commit, bad_choice.commit, target, culprit, bad_plan, pieces)
 
 
@@ -242,8 +246,8 @@ def _bad_endpoint(
         failed = next((case for case in result.cases if case.error is not None), None)
         if failed is None:
             return Outcome(PASSED, None, "passed", "", False)
-        message = str(failed.error)
-        return Outcome(FAILED, failure_signature(message), message.split("\n", 1)[0], "", False)
+        signature = failure_signature(str(failed.error))
+        return Outcome(FAILED, signature, failed.error.message.split("\n", 1)[0], "", False)
 
     outcome = run.trials.run("bad", commit, task, measure=measure if use_coverage else None)
     what = f"bad {commit[:12]}" + (" (under coverage)" if use_coverage else "")
@@ -289,13 +293,15 @@ def _tester(
     good_plan: BuildPlan,
     good_tree: str,
     target: str | None,
+    change: Sequence[Piece],
 ) -> Callable[[list[Piece]], str]:
     """A ddmin test: build the good entry plus ``pieces`` and run the smoke cases."""
+    order = {piece.key: number for number, piece in enumerate(change, start=1)}
 
     def test(pieces: list[Piece]) -> str:
         if not pieces:
             return PASS
-        what = _describe(pieces)
+        what = _describe(pieces, order)
         label = f"bisect try {run.count + 1}"
         try:
             candidate = run.bench.candidate(good_plan, good_tree, pieces, label)
@@ -305,31 +311,36 @@ def _tester(
             return UNRESOLVED
         source = CandidateSets(good_plan.choice, candidate)
         outcome = run.trials.run(f"{run.count + 1:03d}", good_commit, task, source)
-        run.step(what, outcome, len(pieces))
+        run.step(what, outcome, len(pieces), target)
         return outcome.verdict(target)
 
     return test
 
 
-def _describe(pieces: Sequence[Piece]) -> str:
+def _describe(pieces: Sequence[Piece], order: dict[tuple[str, int], int]) -> str:
+    """``hunks 1-25, 51 of 100 (2 files)``, or the pieces themselves when there are few."""
     if len(pieces) <= 2:
         return " + ".join(p.describe() for p in pieces)
+    numbers = sorted(order[p.key] for p in pieces)
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    shown = ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
     files = len({p.path for p in pieces})
-    return f"{len(pieces)} hunks in {files} file(s)"
+    return f"hunks {shown} of {len(order)} ({files} file{'s' if files > 1 else ''})"
 
 
 def _reached(
-    run: _Bisection,
-    pieces: list[Piece],
-    coverage: list[CoverageRun],
-    bad_tree: str,
-    test: Callable[[list[Piece]], str],
+    run: _Bisection, pieces: list[Piece], coverage: list[CoverageRun], bad_tree: str
 ) -> list[Piece]:
-    """The pieces without those no rank of the bad run ever reached (if that still fails)."""
+    """The pieces whose file some rank of the bad run imported (all, without coverage)."""
     if not coverage:
         return pieces
     data = coverage[0].files
-    measured = set(data) | set(_python_paths(pieces))
+    measured = set(_python_paths(pieces))
 
     def read(path: str) -> bytes | None:
         if path not in measured:
@@ -337,29 +348,42 @@ def _reached(
         return run.bench.assembler.run(["cat-file", "blob", f"{bad_tree}:{path}"], "read")
 
     verdicts = judge_pieces(pieces, data, read)
-    skipped = [
-        v.piece
-        for v in verdicts
-        if v.status == NOT_REACHED and v.piece.path in data.keys() | measured
-    ]
-    if not skipped:
-        return pieces
-    kept = [p for p in pieces if p not in skipped]
-    run.say(
-        f"coverage: {len(skipped)} piece(s) in files no rank of the bad run imported, left out: "
-        + "; ".join(p.describe() for p in skipped[:5])
-        + (" ..." if len(skipped) > 5 else "")
-    )
-    if kept and test(kept) == FAIL:
-        return kept
-    run.note("without the pieces never reached the job does not fail the same way: keeping them")
-    return pieces
+    skipped = [v.piece for v in verdicts if v.status == NOT_REACHED]
+    if skipped:
+        run.say(
+            f"coverage: {len(skipped)} piece(s) in files no rank of the bad run imported, left"
+            " out: "
+            + "; ".join(p.describe() for p in skipped[:5])
+            + (" ..." if len(skipped) > 5 else "")
+        )
+    return [p for p in pieces if p not in skipped]
 
 
 def _minimize(
-    run: _Bisection, pieces: list[Piece], test: Callable[[list[Piece]], str]
+    run: _Bisection, pieces: list[Piece], reached: list[Piece], test: Callable[[list[Piece]], str]
 ) -> list[Piece]:
-    """ddmin over the patch files, then over the hunks of those that matter."""
+    """ddmin over the patch files, then over the hunks of those that matter — over the reached
+    pieces first; if they do not fail without the others, over all of them."""
+    if reached and len(reached) < len(pieces):
+        try:
+            return _by_file_then_hunk(run, reached, test, known_to_fail=False)
+        except NotFailing:
+            run.note(
+                "the pieces never reached do matter (without them the job does not fail the"
+                " same way): searching all of them"
+            )
+    if not reached:
+        run.note("no piece of the change was reached in the bad run: searching all of them")
+    return _by_file_then_hunk(run, pieces, test, known_to_fail=True)
+
+
+def _by_file_then_hunk(
+    run: _Bisection,
+    pieces: list[Piece],
+    test: Callable[[list[Piece]], str],
+    *,
+    known_to_fail: bool,
+) -> list[Piece]:
     groups = list(dict.fromkeys(p.label for p in pieces))
     if len(groups) > 1:
         run.say(f"ddmin over {len(groups)} patch files")
@@ -367,11 +391,13 @@ def _minimize(
         def test_groups(chosen: list[str]) -> str:
             return test([p for p in pieces if p.label in chosen])
 
-        kept = set(ddmin(groups, test_groups))
-        pieces = [p for p in pieces if p.label in kept]
+        kept = set(ddmin(groups, test_groups, known_to_fail=known_to_fail))
+        pieces, known_to_fail = [p for p in pieces if p.label in kept], True
     if len(pieces) > 1:
         run.say(f"ddmin over {len(pieces)} hunks")
-        pieces = ddmin(pieces, test)
+        return ddmin(pieces, test, known_to_fail=known_to_fail)
+    if not known_to_fail and test(pieces) != FAIL:
+        raise NotFailing("the only piece does not fail")
     return pieces
 
 

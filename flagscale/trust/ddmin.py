@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-__all__ = ["FAIL", "PASS", "UNRESOLVED", "ddmin", "split"]
+__all__ = ["FAIL", "PASS", "UNRESOLVED", "NotFailing", "ddmin", "split"]
 
 PASS = "pass"
 FAIL = "fail"
@@ -29,6 +29,10 @@ UNRESOLVED = "unresolved"
 
 T = TypeVar("T")
 Config = tuple[int, ...]
+
+
+class NotFailing(Exception):
+    """All the items together, not known to fail beforehand, do not fail."""
 
 
 def split(config: Sequence[int], parts: int) -> list[Config]:
@@ -47,22 +51,28 @@ def ddmin(
     test: Callable[[list[T]], str],
     *,
     optimistic: bool = True,
+    known_to_fail: bool = True,
 ) -> list[T]:
     """A 1-minimal failing subset of ``items`` (kept in their order).
 
-    The caller has seen all of ``items`` fail and none of them pass: neither is tested again.
-    ``test`` gets a subset and answers PASS, FAIL or UNRESOLVED; each subset is tested once.
+    The caller has seen none of ``items`` pass, and (``known_to_fail``) all of them fail: those
+    are not tested again. Otherwise all of them are tested only when the search has to rely on
+    it, and NotFailing is raised when they pass. ``test`` gets a subset and answers PASS, FAIL
+    or UNRESOLVED; each subset is tested once.
     """
-    seen: dict[Config, str] = {tuple(range(len(items))): FAIL, (): PASS}
+    full: Config = tuple(range(len(items)))
+    seen: dict[Config, str] = {(): PASS}
+    if known_to_fail:
+        seen[full] = FAIL
 
     def outcome(config: Config) -> str:
         if config not in seen:
             seen[config] = test([items[i] for i in config])
         return seen[config]
 
-    config: Config = tuple(range(len(items)))
-    if optimistic:
-        config = _halving(config, outcome)
+    config = _halving(full, outcome) if optimistic else full
+    if config == full and outcome(full) != FAIL:
+        raise NotFailing(f"the {len(items)} items together do not fail")
     return [items[i] for i in _ddmin(config, outcome)]
 
 

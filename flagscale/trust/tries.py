@@ -177,7 +177,7 @@ class Trials:
         try:
             build = self._build(commit, task, source)
         except FlagScaleError as exc:
-            outcome = Outcome(UNBUILDABLE, None, _first_line(str(exc)), key, False)
+            outcome = Outcome(UNBUILDABLE, None, _first_line(exc.message), key, False)
             self.cache.put(key, outcome)
             return outcome
         log_dir = self.logs / "tries" / name
@@ -205,6 +205,7 @@ class Trials:
             report=lambda _line: None,
             source=source,
             root=self.scratch / "build",
+            progress=False,
         )
         return build_devices(self.ws, request)[self.device_type]
 
@@ -221,8 +222,8 @@ class Trials:
                     log_dir=log_dir / case.stem,
                 )
             except FlagScaleError as exc:
-                message = str(exc)
-                return Outcome(FAILED, failure_signature(message), _first_line(message), key, False)
+                signature = failure_signature(str(exc))
+                return Outcome(FAILED, signature, _first_line(exc.message), key, False)
         return Outcome(PASSED, None, "passed", key, False)
 
 
