@@ -54,6 +54,15 @@ FAKE_ENTRY = textwrap.dedent(
         if MODE == "diverge" and step >= 4:
             loss += 0.5
         write("step", step=step, loss=loss)
+        if MODE == "handshake" and rank == 0:
+            # Go on only once the runner has reported this step: proves steps are shown live.
+            go = os.path.join(os.path.dirname(args.metrics), f"go.{{step}}")
+            for _ in range(600):
+                if os.path.exists(go):
+                    break
+                time.sleep(0.1)
+            else:
+                sys.exit(9)
         if MODE in ("hang", "escape") and step == 2:
             time.sleep(3600)
         if MODE == "crash" and step == 2:

@@ -348,6 +348,9 @@ def test_device_type_must_be_vendor_model(user: Path, device: str) -> None:
 
 def test_unknown_device_type_task_and_backend_key(user: Path) -> None:
     assert "has no entry for Nvidia_A100" in error_of(user, "Nvidia_A100")
+    unknown = inv(user, "build", "--device", "Nvidia_A100", check=False)
+    assert unknown.returncode == 1
+    assert f"known device types: {DEVICE} (or ask the vendor" in unknown.stderr
     assert "with task inference" in error_of(user, task="inference")
     assert "backends" in error_of(user, backends=("vllm",))
 

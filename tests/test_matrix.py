@@ -18,7 +18,7 @@ from flagscale.core.schema import schema_for
 from flagscale.release.matrix import build_matrix, render_table, run_matrix, write_outputs
 from flagscale.release.matrix_html import render_html
 from flagscale.upstream.workspace import load_workspace
-from tests.gitrepos import commit_all, inv, run_git
+from tests.gitrepos import commit_all, inv, run_git, write_files
 from tests.isolation import isolated_git
 from tests.release_fixtures import (
     BACKEND,
@@ -195,9 +195,27 @@ def test_outputs_json_schema_html_and_table(scenario: dict[str, Any], tmp_path: 
         "unknown",
     ]
     assert "unknown (encrypted)" in table
-    assert lines[-1] == (
+    assert lines[7] == (
         f"6 patch sets at {scenario['head']}: 2 clean, 2 drifting, 1 conflicting, 1 unknown"
     )
+    # what the cells cannot say follows, with what to do: the fix is in the terminal too
+    notes = lines[8:]
+    assert (
+        "  Drift_B1/Megatron-LM: to do: regenerate them with `inv patch --device-type` on the"
+        " current pins" in notes
+    )
+    assert (
+        "  Conflict_D1/Megatron-LM: to do: they do not apply even on their base; ask the"
+        " vendor for new sets" in notes
+    )
+    secret = [n for n in notes if n.startswith("  Secret_E1/Megatron-LM: ")]
+    assert len(secret) == 1 and "pass --key-path for key fsk1-" in secret[0]
+    assert not [n for n in notes if n.startswith("  Clean_A1/")]
+    assert [n for n in notes if n.startswith("  Drift_B1/") and "patch failed" in n]
+
+    # the page explains its verdicts and does not colour a zero count as a problem
+    assert '<dt class="status drifting">drifting</dt>' in html
+    assert '<li class="conflicting">conflicting: 1</li>' in html
     coloured = render_table(document, color=True)
     assert "\x1b[32mclean" in coloured and "\x1b[31mconflicting" in coloured
     assert "\x1b[33mdrifting" in coloured
@@ -345,3 +363,39 @@ def test_undeclared_backend_is_an_error_row_not_a_failure(tmp_path: Path) -> Non
     odd = rows[("Odd_O1", "vllm")]
     assert odd["on_base"]["status"] == "error" and odd["current_pin"] is None
     assert "unknown backend 'vllm'" in odd["on_base"]["detail"]
+
+
+def test_a_zero_count_is_not_a_red_badge() -> None:
+    document = {
+        "flagscale_commit": "0" * 40,
+        "pins": {},
+        "results_dir": None,
+        "summary": {"clean": 1, "drifting": 0, "conflicting": 0, "unknown": 0},
+        "rows": [],
+    }
+    html = render_html(document)
+    assert '<li class="clean">clean: 1</li>' in html
+    assert '<li class="zero">conflicting: 0</li>' in html
+    assert '<li class="conflicting">' not in html
+
+
+def test_last_smoke_is_the_run_that_ended_last_at_its_own_time(tmp_path: Path) -> None:
+    # The file written last (mtime) is an older run copied in; the run's own finished_at decides,
+    # and is the time shown. A result without finished_at (older runner) falls back to its mtime.
+    from flagscale.runner.latest_results import latest_smoke_results
+
+    def result(path: str, finished: str | None) -> None:
+        document = {"device_type": "Metax_C550", "case": "tiny", "status": "passed"}
+        if finished:
+            document["finished_at"] = finished
+        write_files(tmp_path, {path: json.dumps(document)})
+
+    result("a/result.json", "2026-03-01T10:00:00Z")
+    result("b/result.json", "2026-01-01T10:00:00Z")  # written after a/, but ran earlier
+    os.utime(tmp_path / "a/result.json", (1735689600, 1735689600))  # 2025-01-01
+    latest = latest_smoke_results(tmp_path)["Metax_C550"]
+    assert (latest.path, latest.finished_at) == ("a/result.json", "2026-03-01T10:00:00Z")
+    result("c/result.json", None)
+    os.utime(tmp_path / "c/result.json", (1780000000, 1780000000))  # 2026-05-28, no finished_at
+    latest = latest_smoke_results(tmp_path)["Metax_C550"]
+    assert (latest.path, latest.finished_at) == ("c/result.json", "2026-05-28T20:26:40Z")

@@ -249,16 +249,46 @@ def test_missing_pieces_are_asked_for_on_a_terminal(adapted: VendorWorkspace) ->
         return next(answers)
 
     make_sets(adapted, backend_version=None, models=None, message=None, contact=None, ask=ask)
+    # one version per backend whose version the tool cannot tell (FlagScale's is its describe);
+    # no contact without encryption
     assert [p.split(" (")[0].split(":")[0] for p in asked] == [
-        "Backend version",
-        "Backend version",
+        f"{BACKEND} version",
+        f"{BACKEND} version",
         "Models adapted",
         "Commit message",
-        "Contact",
     ]
-    metadata = read_metadata(load_workspace(adapted.root), DEVICE, BACKEND)
+    ws = load_workspace(adapted.root)
+    metadata = read_metadata(ws, DEVICE, BACKEND)
     assert metadata.models == ("aquila", "llama") and metadata.contact == ""
+    assert metadata.backend_version == "0.16.1"
+    own = read_metadata(ws, DEVICE, FLAGSCALE)
+    assert own.backend_version == run_git(adapted.root, "rev-parse", "--short=12", adapted.base)
     assert run_git(adapted.root, "log", "-1", "--format=%s") == "Metax: adapt"
+
+
+def test_backend_versions_name_their_backend(adapted: VendorWorkspace) -> None:
+    make_sets(adapted, backend_version=f"{BACKEND}=0.9.0")
+    assert read_metadata(load_workspace(adapted.root), DEVICE, BACKEND).backend_version == "0.9.0"
+    for given, error in [
+        (
+            "vllm=1.0",
+            f"--backend-version 'vllm=1.0': expected NAME=VERSION with NAME one of {BACKEND}",
+        ),
+        (
+            f"{FLAGSCALE}=2",
+            "--backend-version FlagScale=2: FlagScale is .* at the base commit",
+        ),
+    ]:
+        with pytest.raises(FlagScaleError, match=error):
+            make_sets(adapted, backend_version=given)
+
+
+def test_a_no_op_says_so_without_claiming_to_write(adapted: VendorWorkspace) -> None:
+    make_sets(adapted)
+    lines: list[str] = []
+    make_sets(adapted, report=lines.append)
+    assert lines[-1] == "patch sets unchanged: nothing new to commit"
+    assert not [line for line in lines if line.startswith(("wrote ", "committed "))]
 
 
 def test_input_ending_at_a_prompt_names_the_flag_to_pass(adapted: VendorWorkspace) -> None:
@@ -522,7 +552,7 @@ def test_inv_patch_asks_on_a_terminal(adapted: VendorWorkspace) -> None:
         stderr=terminal,
     )
     os.close(terminal)
-    answers = [b"0.16.1\n", b"llama\n", b"Metax: asked\n", b"Dev <dev@x.invalid>\n"]
+    answers = [b"0.16.1\n", b"llama\n", b"Metax: asked\n"]
     seen = b""
     deadline = time.monotonic() + 60
     while process.poll() is None and time.monotonic() < deadline:
@@ -537,8 +567,21 @@ def test_inv_patch_asks_on_a_terminal(adapted: VendorWorkspace) -> None:
     process.wait(timeout=60)
     os.close(controller)
     assert process.returncode == 0, seen.decode(errors="replace")
-    for prompt in (b"Backend version", b"Models adapted", b"Commit message", b"Contact"):
+    for prompt in (f"{BACKEND} version".encode(), b"Models adapted", b"Commit message"):
         assert prompt in seen
+    assert b"Contact" not in seen  # asked only when encrypting
     metadata = read_metadata(load_workspace(adapted.root), DEVICE, BACKEND)
-    assert metadata.contact == "Dev <dev@x.invalid>" and metadata.models == ("llama",)
+    assert metadata.contact == "" and metadata.models == ("llama",)
     assert run_git(adapted.root, "log", "-1", "--format=%s") == "Metax: asked"
+
+
+def test_versions_the_tool_can_tell_are_read_not_asked(adapted: VendorWorkspace) -> None:
+    # This repository declares Megatron-LM as megatron-core's release 0.16.1; a submodule
+    # backend's version cannot be told from its pin.
+    from tests.gitrepos import TOOL_ROOT
+
+    tool = load_workspace(TOOL_ROOT)
+    head = run_git(TOOL_ROOT, "rev-parse", "HEAD")
+    assert layered_trees.release_version_at(tool, "Megatron-LM", head) == "0.16.1"
+    vendor = load_workspace(adapted.root)
+    assert layered_trees.release_version_at(vendor, BACKEND, adapted.base) is None

@@ -33,6 +33,11 @@ def run(root: Path, case: Path, **options: object):
     return run_smoke(root, DEVICE, case, **options)
 
 
+def build_megatron(root: Path) -> str:
+    core = root / "build" / DEVICE / "third_party" / "Megatron-LM" / "megatron" / "core"
+    return os.path.realpath(core / "__init__.py")
+
+
 def result_of(root: Path, case: str = "tiny") -> dict:
     path = root / "logs" / "smoke" / DEVICE / case / "result.json"
     document = json.loads(path.read_text())
@@ -87,6 +92,86 @@ def test_mismatch_names_first_diverging_step(tmp_path: Path) -> None:
     assert document["status"] == "failed"
     assert document["golden"]["first_divergence"]["step"] == 4
     assert (root / "logs" / "smoke" / DEVICE / "tiny" / "loss.png").is_file()
+
+
+def test_each_step_is_reported_while_the_job_runs(tmp_path: Path) -> None:
+    # The handshake entry writes a step, then waits until the runner has reported it (the report
+    # callback creates go.<step>): a runner that reported only after the job would hang it.
+    root = fake_workspace(tmp_path, modes=("handshake",))
+    case = write_case(root, entry="fake/handshake.py")
+    record_fake_golden(root, case)
+    lines: list[str] = []
+    log_dir = root / "logs" / "live"
+
+    def report(line: str) -> None:
+        lines.append(line)
+        if line.startswith("step "):
+            (log_dir / f"go.{line.split()[1].split('/')[0]}").touch()
+
+    outcome = run(root, case, report=report, log_dir=log_dir)
+    assert outcome.status == "passed"
+    steps = [line for line in lines if line.startswith("step ")]
+    assert steps == [
+        f"step {n}/5: loss {loss:.6f} | golden {loss:.6f} ok"
+        for n, loss in enumerate(fake_losses(case), start=1)
+    ]
+    assert lines[0] == "hooks: no environment file, requirements absent, extensions absent"
+    assert lines[1] == "monitors started: system"
+    assert lines[2].startswith("torchrun: 2 processes over ")
+    megatron = Path(build_megatron(root)).relative_to(root.resolve())
+    assert lines[2] == f"torchrun: 2 processes over build/{DEVICE} (log logs/live/job.log)"
+    assert lines[3] == f"job started: torch None, megatron.core fake from {megatron}"
+    assert lines[4:9] == steps
+    assert lines[9].startswith("monitors stopped: system stopped; peak job memory ")
+
+
+def test_a_step_outside_the_tolerance_is_shown_beside_its_golden_value(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path, modes=("ok", "diverge"))
+    case = write_case(root, entry="fake/ok.py")
+    record_fake_golden(root, case)
+    build = root / "build" / DEVICE
+    (build / "fake" / "ok.py").write_text((build / "fake" / "diverge.py").read_text())
+    lines: list[str] = []
+    with pytest.raises(SmokeError):
+        run(root, case, report=lines.append)
+    golden = fake_losses(case)
+    assert f"step 3/5: loss {golden[2]:.6f} | golden {golden[2]:.6f} ok" in lines
+    assert (
+        f"step 4/5: loss {golden[3] + 0.5:.6f} | golden {golden[3]:.6f} OUTSIDE tolerance"
+        " (|difference| 0.5; relative 1e-06, absolute 1e-09)"
+    ) in lines
+
+
+def png_title(path: Path) -> str:
+    """The Title text chunk of a PNG file (where the plot writes its verdict)."""
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    position = 8
+    while position < len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        body = data[position + 8 : position + 8 + length]
+        if kind == b"tEXt" and body.startswith(b"Title\0"):
+            return body[6:].decode("latin-1")
+        position += 12 + length
+    raise AssertionError(f"{path} has no Title")
+
+
+def test_the_loss_plot_says_passed_failed_or_recorded(tmp_path: Path) -> None:
+    root = fake_workspace(tmp_path, modes=("ok", "diverge"))
+    case = write_case(root, entry="fake/ok.py")
+    plot = root / "logs" / "smoke" / DEVICE / "tiny" / "loss.png"
+    run(root, case, record_golden=True)
+    assert png_title(plot).endswith(
+        ": RECORDED: these losses are now the golden values (not compared)"
+    )
+    run(root, case)
+    assert png_title(plot) == f"{DEVICE} / tiny: PASSED: every step within the golden tolerance"
+    build = root / "build" / DEVICE
+    (build / "fake" / "ok.py").write_text((build / "fake" / "diverge.py").read_text())
+    with pytest.raises(SmokeError):
+        run(root, case)
+    assert png_title(plot) == f"{DEVICE} / tiny: FAILED: step 4 leaves the golden tolerance"
 
 
 def test_env_file_reaches_the_job_and_changes_losses(tmp_path: Path) -> None:

@@ -259,6 +259,14 @@ def pin_at(ws: Workspace, backend: Backend | str, flagscale_commit: str) -> str:
     return str(entry["pin"])
 
 
+def release_version_at(ws: Workspace, backend: Backend | str, flagscale_commit: str) -> str | None:
+    """The release version a backend is declared at in a FlagScale commit (None: no release)."""
+    backend = _backend(ws, backend)
+    declaration = _declaration_at(ws, resolve_commit(ws, flagscale_commit))
+    source = declaration.get("backends", {}).get(backend.name, {}).get("source", {})
+    return str(source["version"]) if source.get("kind") == "release" else None
+
+
 def _declaration_at(ws: Workspace, commit: str) -> dict:
     spec = f"{commit}:{DECLARATION}"
     if not git_ok(["cat-file", "-e", spec], ws.root):

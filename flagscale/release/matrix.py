@@ -33,6 +33,7 @@ from flagscale.core.progress import Progress
 from flagscale.core.schema import validate
 from flagscale.overlay import layered_trees
 from flagscale.release.matrix_html import render_html
+from flagscale.release.matrix_notes import not_clean_hint, row_notes
 from flagscale.runner.latest_results import DEFAULT_RESULTS, SmokeResult, latest_smoke_results
 from flagscale.upstream.workspace import FLAGSCALE, Workspace, find_workspace
 from flagscale.vendor import crypto
@@ -307,6 +308,8 @@ def render_table(document: dict[str, Any], *, color: bool = False) -> str:
     lines += [_format_line(line, widths, color=color) for line in rows]
     summary = ", ".join(f"{count} {name}" for name, count in document["summary"].items())
     lines.append(f"{len(rows)} patch sets at {document['flagscale_commit']}: {summary}")
+    for row in document["rows"]:
+        lines += [f"  {row['device_type']}/{row['backend']}: {note}" for note in row_notes(row)]
     return "\n".join(lines) + "\n"
 
 
@@ -356,20 +359,9 @@ def run_matrix(
         if bad:
             raise FlagScaleError(
                 f"{len(bad)} patch set(s) are not clean: {', '.join(bad)}",
-                hint=_not_clean_hint({r["verdict"] for r in document["rows"]}),
+                hint=not_clean_hint({r["verdict"] for r in document["rows"]}),
             )
     return document
-
-
-_NOT_CLEAN_ADVICE = {
-    "drifting": "drifting: regenerate them with `inv patch --device-type` on the current pins",
-    "conflicting": "conflicting: they do not apply even on their base; ask the vendor for new sets",
-    "unknown": "unknown: see the reason in the table (encrypted: pass --key-path)",
-}
-
-
-def _not_clean_hint(verdicts: set[str]) -> str:
-    return "; ".join(text for verdict, text in _NOT_CLEAN_ADVICE.items() if verdict in verdicts)
 
 
 def matrix_command(

@@ -9,6 +9,8 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
+from flagscale.release.matrix_notes import row_notes
+
 __all__ = ["render_html"]
 
 _CSS = """
@@ -31,6 +33,11 @@ td.status { font-weight: 600; white-space: nowrap; }
 td.detail { color: #444; font-size: 13px; max-width: 36rem; }
 ul.summary { list-style: none; padding: 0; display: flex; gap: .6rem; margin: .6rem 0 0; }
 ul.summary li { padding: .2rem .6rem; border-radius: .3rem; font-weight: 600; }
+ul.summary li.zero { background: #f6f6f6; color: #555555; font-weight: 400; }
+dl.legend { display: grid; grid-template-columns: max-content 1fr; gap: .2rem .6rem;
+            margin: .8rem 0 0; font-size: 13px; }
+dl.legend dt { padding: 0 .4rem; border-radius: .2rem; }
+dl.legend dd { margin: 0; color: #444; }
 """
 
 _LABELS = {
@@ -63,6 +70,7 @@ def render_html(document: dict[str, Any]) -> str:
 <p class="meta">Current pins: {pins or "none"}</p>
 <p class="meta">Smoke results: {escape(document.get("results_dir") or "none given")}</p>
 {_summary(document["summary"])}
+{_legend()}
 <table id="matrix">
 <thead><tr><th>Device type</th><th>Backend</th><th>Tasks</th><th>Recorded base</th>
 <th>On its base</th><th>On current pins</th><th>Verdict</th><th>Last smoke</th></tr></thead>
@@ -76,11 +84,28 @@ def render_html(document: dict[str, Any]) -> str:
 
 
 def _summary(summary: dict[str, int]) -> str:
+    """One badge per verdict, coloured by its verdict only when there is something to count."""
     items = "".join(
-        f'<li class="{escape(name)}">{escape(name)}: {count}</li>'
+        f'<li class="{escape(name) if count else "zero"}">{escape(name)}: {count}</li>'
         for name, count in summary.items()
     )
     return f'<ul class="summary">{items}</ul>'
+
+
+_LEGEND = (
+    ("clean", "applies on its base and on today's pins"),
+    ("drifting", "applies on its base, not on today's pins: regenerate it on the current pins"),
+    ("conflicting", "does not apply even on its base: the vendor must make it again"),
+    ("unknown", "could not be checked (encrypted without a key, or its trees are missing)"),
+)
+
+
+def _legend() -> str:
+    items = "".join(
+        f'<dt class="status {name}">{name}</dt><dd>{escape(meaning)}</dd>'
+        for name, meaning in _LEGEND
+    )
+    return f'<dl class="legend">{items}</dl>'
 
 
 def _row(row: dict[str, Any]) -> str:
@@ -106,18 +131,10 @@ def _row(row: dict[str, Any]) -> str:
         + "".join(cells)
         + "</tr>"
     )
-    notes = _notes(row["on_base"].get("detail", ""), row["on_current"].get("detail", ""))
+    notes = "<br>".join(escape(note) for note in row_notes(row))
     if notes:
         line += f'\n<tr class="note"><td></td><td class="detail" colspan="7">{notes}</td></tr>'
     return line
-
-
-def _notes(on_base: str, on_current: str) -> str:
-    if on_base and on_base == on_current:
-        return f"on its base and on current pins: {escape(on_base)}"
-    parts = [f"on its base: {escape(on_base)}"] if on_base else []
-    parts += [f"on current pins: {escape(on_current)}"] if on_current else []
-    return "<br>".join(parts)
 
 
 def _check_cell(check: dict[str, Any]) -> str:

@@ -3,8 +3,9 @@
 The runner (``flagscale.runner.smoke``) writes ``result.json`` (schema ``smoke-result``) into
 each job's log folder, by default ``logs/smoke/<device type>/<case>/``. The matrix searches a
 results folder recursively and reads only ``device_type``, ``case``, ``status`` (``passed``,
-``failed``, ``recorded``, ``error``) and ``reason``; the newest file per device type (by its
-modification time: the runner writes it last, atomically) is that device type's last result.
+``failed``, ``recorded``, ``error``), ``reason`` and ``finished_at``; the newest run per device
+type (by ``finished_at``; for results written before it was recorded, by the file's modification
+time: the runner writes it last, atomically) is that device type's last result.
 
 A file that is not a JSON object naming a device type is skipped, never fatal: an interrupted
 run must not break the matrix.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +28,7 @@ __all__ = ["DEFAULT_RESULTS", "RESULT_FILE", "SmokeResult", "latest_smoke_result
 RESULT_FILE = "result.json"
 DEFAULT_RESULTS = "logs/smoke"
 _STATUSES = ("passed", "failed", "recorded", "error")
+_UTC_SECOND = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,14 @@ class SmokeResult:
     status: str
     case: str | None
     reason: str | None
-    finished_at: str  # the result file's modification time, UTC, ISO 8601
+    finished_at: str  # when the run ended (result.json's finished_at, else its mtime), UTC
     path: str  # the result file, relative to the results folder
     mtime: float
+
+    @property
+    def order(self) -> tuple[str, float, str]:
+        """Sorts results by when their run ended (ties: file time, then path)."""
+        return (self.finished_at, self.mtime, self.path)
 
     def to_json(self) -> dict[str, Any]:
         """The result as the matrix JSON stores it."""
@@ -65,7 +73,7 @@ def latest_smoke_results(folder: Path) -> dict[str, SmokeResult]:
         if result is None:
             continue
         current = latest.get(result.device_type)
-        if current is None or (result.mtime, result.path) > (current.mtime, current.path):
+        if current is None or result.order > current.order:
             latest[result.device_type] = result
     return latest
 
@@ -80,12 +88,15 @@ def _read_result(folder: Path, path: Path) -> SmokeResult | None:
         return None
     status = data.get("status")
     case, reason = data.get("case"), data.get("reason")
+    finished = data.get("finished_at")
+    if not (isinstance(finished, str) and _UTC_SECOND.match(finished)):
+        finished = datetime.fromtimestamp(int(mtime), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return SmokeResult(
         device_type=data["device_type"],
         status=status if status in _STATUSES else "error",
         case=case if isinstance(case, str) else None,
         reason=reason if isinstance(reason, str) else None,
-        finished_at=datetime.fromtimestamp(int(mtime), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        finished_at=finished,
         path=path.relative_to(folder).as_posix(),
         mtime=mtime,
     )

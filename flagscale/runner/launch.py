@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 JOB_MARKER = "FLAGSCALE_SMOKE_JOB"
+WATCH_INTERVAL = 0.2  # seconds between looks at a running job's progress
 _ROOT_CAUSE = re.compile(r"Root Cause \(first observed failure\):.*?local_rank: (\d+)\)", re.S)
 # Variables that would let the caller's environment change what the job imports.
 PYTHON_VARIABLES = (
@@ -55,6 +56,25 @@ class JobRun:
     duration: float
     timed_out: bool
     killed: tuple[int, ...] = ()
+
+
+def _wait(
+    process: subprocess.Popen, deadline: float, watch: Callable[[], None] | None
+) -> tuple[int | None, bool]:
+    """The job's exit status, or (None, True) once ``deadline`` passes; ``watch`` in between."""
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            returncode = process.wait(timeout=max(0.0, min(remaining, WATCH_INTERVAL)))
+        except subprocess.TimeoutExpired:
+            if remaining <= WATCH_INTERVAL:
+                return None, True
+            if watch is not None:
+                watch()
+            continue
+        if watch is not None:
+            watch()
+        return returncode, False
 
 
 def free_port() -> int:
@@ -141,12 +161,14 @@ def run_job(
     log_path: Path,
     timeout: float,
     marker: Marker,
+    watch: Callable[[], None] | None = None,
 ) -> JobRun:
     """Run ``command`` in a new session with stdout and stderr in ``log_path``.
 
     After ``timeout`` seconds, on Ctrl-C, or on any error here, the job's process group and
     every process carrying ``marker`` get SIGTERM, then SIGKILL after a grace period. Processes
-    the job left behind after a normal exit are stopped the same way.
+    the job left behind after a normal exit are stopped the same way. ``watch`` is called about
+    every WATCH_INTERVAL seconds while the job runs and once after it ends (live progress).
     """
     started = time.monotonic()
     with open(log_path, "ab") as log:
@@ -161,11 +183,7 @@ def run_job(
         )
     finished = False
     try:
-        try:
-            returncode: int | None = process.wait(timeout=timeout)
-            timed_out = False
-        except subprocess.TimeoutExpired:
-            returncode, timed_out = None, True
+        returncode, timed_out = _wait(process, started + timeout, watch)
         # Once reaped, the leader's pid may name someone else's group: signal it only if unreaped.
         killed = stop_group_and_marked(process.pid if timed_out else None, marker)
         process.wait()

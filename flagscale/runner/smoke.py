@@ -13,8 +13,10 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,13 @@ from flagscale.runner.monitor import (
     vendor_monitor_path,
 )
 from flagscale.runner.processes import Marker
-from flagscale.runner.results import PLOT_NAME, json_losses, plot_losses, write_result
+from flagscale.runner.results import (
+    PLOT_NAME,
+    json_losses,
+    plot_losses,
+    plot_verdict,
+    write_result,
+)
 from flagscale.vendor.patchset import check_device_type
 
 __all__ = ["BUILD_RECORD", "SmokeError", "SmokeOutcome", "describe", "run_smoke", "smoke_command"]
@@ -89,9 +97,16 @@ class _Run:
     hooks: dict[str, Any] = field(default_factory=dict)
     peak: dict[str, float] = field(default_factory=dict)
     plot: Path | None = None
+    report: Callable[[str], None] = field(default=lambda line: None, repr=False)
+    started_at: str = field(default_factory=lambda: utc_now())
+    root: Path | None = None  # the workspace, for showing paths relative to it
     # what a caller adds to the job alone (e.g. measuring it): variables, import folders first
     job_env: dict[str, str] = field(default_factory=dict)
     job_python_path: tuple[Path, ...] = ()
+
+    def shown(self, path: Path) -> str:
+        """``path`` relative to the workspace when it is inside it, for messages."""
+        return _display(path, self.root) if self.root else str(path)
 
 
 def run_smoke(
@@ -104,6 +119,7 @@ def run_smoke(
     timeout: float | None = None,
     log_dir: Path | None = None,
     base_env: Mapping[str, str] | None = None,
+    report: Callable[[str], None] | None = None,
     job_env: Mapping[str, str] | None = None,
     job_python_path: Sequence[Path] = (),
 ) -> SmokeOutcome:
@@ -111,7 +127,8 @@ def run_smoke(
 
     ``root`` is the workspace (``hardware/``, default ``build/<device>`` and ``logs/``). Raises
     SmokeError (or another FlagScaleError) with one line saying what failed; result.json is
-    written to the log folder in every case once the folder exists.
+    written to the log folder in every case once the folder exists. ``report`` gets a line for
+    each hook, monitor and training step as it happens (default: standard error).
 
     ``job_env`` and ``job_python_path`` reach the training job only (not hooks or monitors):
     variables set last, and folders put first on its ``PYTHONPATH`` (modules imported from
@@ -133,6 +150,8 @@ def run_smoke(
         log_dir=_fresh_log_dir(log_dir or root / "logs" / "smoke" / device_type / config.case),
         golden_file=golden_file,
         golden=golden,
+        report=report or _reporter(device_type, config.case),
+        root=root,
         job_env=dict(job_env or {}),
         job_python_path=tuple(Path(p).resolve() for p in job_python_path),
     )
@@ -183,6 +202,7 @@ def _execute(
         )
         python_path.append(site)
         run.hooks["csrc"] = "built"
+    run.report(_hooks_line(run.hooks, device_hooks, root))
 
     marker = Marker.new(JOB_MARKER)
     monitors = _monitors(run, device_dir, root)
@@ -190,12 +210,14 @@ def _execute(
     problems: list[str] = []
     try:
         start_monitors(monitors, monitor_env, watch=marker.token)
+        run.report(f"monitors started: {', '.join(m.name for m in monitors) or 'none'}")
         _launch(run, python_path, variables, marker, timeout, base_env)
     finally:
         problems = stop_monitors(monitors, monitor_env)
         run.hooks["monitors"] = {m.name: m.outcome for m in monitors}
         run.peak.update(_peak_memory(run))
         _append(hook_log, "".join(f"# {p}\n" for p in problems))
+        run.report(_monitors_line(monitors, run.peak))
     if problems:
         raise MonitorError(problems[0])
 
@@ -242,8 +264,17 @@ def _launch(
     env = job_environment(base_env, search, {**variables, **run.job_env}, marker)
     job_log = run.log_dir / "job.log"
     job_log.write_text("$ " + " ".join(command) + "\n", "utf-8")
+    shown = run.shown
+    run.report(f"torchrun: {config.nproc} processes over {shown(run.build)} (log {shown(job_log)})")
+    follower = _StepFollower(metrics, run)
     outcome = run_job(
-        command, env=env, cwd=run.log_dir, log_path=job_log, timeout=timeout, marker=marker
+        command,
+        env=env,
+        cwd=run.log_dir,
+        log_path=job_log,
+        timeout=timeout,
+        marker=marker,
+        watch=follower.poll,
     )
     run.duration, run.exit_status = outcome.duration, outcome.returncode
     if outcome.killed:
@@ -274,6 +305,91 @@ def _launch(
             f"smoke job {config.case} reported {len(run.losses)} losses for"
             f" {config.train['steps']} steps (metrics {metrics})"
         )
+
+
+class _StepFollower:
+    """Reads the metrics file while the job runs and reports each step as it comes."""
+
+    def __init__(self, metrics: Path, run: _Run) -> None:
+        self.metrics = metrics
+        self.run = run
+        self.offset = 0
+        self.pending = b""
+        self.reported = 0
+
+    def poll(self) -> None:
+        try:
+            with open(self.metrics, "rb") as stream:
+                stream.seek(self.offset)
+                data = stream.read()
+        except FileNotFoundError:
+            return
+        self.offset += len(data)
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        for line in lines:
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return
+        event = record.get("event") if isinstance(record, dict) else None
+        if event == "step":
+            self.reported += 1
+            self.run.report(_step_line(self.run, self.reported, record.get("loss")))
+        elif event == "provenance":
+            where = record.get("megatron_core")
+            self.run.report(
+                f"job started: torch {record.get('torch')}, megatron.core"
+                f" {record.get('megatron_core_version')} from"
+                f" {self.run.shown(Path(where)) if isinstance(where, str) else where}"
+            )
+
+
+def _step_line(run: _Run, step: int, loss: Any) -> str:
+    """``step 3/10: loss 10.51 | golden 10.51 ok`` (or how far off, or recording)."""
+    steps = run.config.train["steps"]
+    if not isinstance(loss, (int, float)):
+        return f"step {step}/{steps}: loss {loss!r}"
+    head = f"step {step}/{steps}: loss {loss:.6f}"
+    golden = run.golden
+    if golden is None:
+        return f"{head} (recording)"
+    if step > len(golden.losses):
+        return f"{head} (no golden value for this step)"
+    expected = golden.losses[step - 1]
+    if golden.tolerance.allows(expected, float(loss)):
+        return f"{head} | golden {expected:.6f} ok"
+    return (
+        f"{head} | golden {expected:.6f} OUTSIDE tolerance"
+        f" (|difference| {abs(float(loss) - expected):.3g}; {golden.tolerance})"
+    )
+
+
+def _hooks_line(done: Mapping[str, Any], found: hooks.DeviceHooks, root: Path) -> str:
+    variables = done.get("environment_variables", [])
+    env = (
+        f"{_display(found.env_file, root)} ({len(variables)} variables)"
+        if found.env_file is not None
+        else "no environment file"
+    )
+    return f"hooks: {env}, requirements {done['requirements']}, extensions {done['csrc']}"
+
+
+def _monitors_line(monitors: list[Monitor], peak: Mapping[str, float]) -> str:
+    outcomes = ", ".join(f"{m.name} {m.outcome}" for m in monitors) or "none"
+    memory = f"; peak job memory {peak['job_rss']:.0f} MB" if peak.get("job_rss") else ""
+    return f"monitors stopped: {outcomes}{memory}"
+
+
+def _reporter(device_type: str, case: str) -> Callable[[str], None]:
+    prefix = f"smoke {device_type}/{case}: "
+
+    def report(line: str) -> None:
+        print(prefix + line, file=sys.stderr, flush=True)
+
+    return report
 
 
 def _entry(run: _Run) -> Path:
@@ -385,7 +501,8 @@ def _finish(run: _Run, status: str, reason: str | None) -> Path:
     """Write the loss plot and result.json; returns result.json's path."""
     if run.losses:
         title = f"{run.device_type} / {run.config.case}"
-        run.plot = plot_losses(run.log_dir / PLOT_NAME, run.losses, run.golden, title)
+        verdict = plot_verdict(status, run.divergence)
+        run.plot = plot_losses(run.log_dir / PLOT_NAME, run.losses, run.golden, title, verdict)
     golden = None
     if run.golden is not None:
         golden = {
@@ -404,6 +521,8 @@ def _finish(run: _Run, status: str, reason: str | None) -> Path:
         "case": run.config.case,
         "status": status,
         "reason": reason,
+        "started_at": run.started_at,
+        "finished_at": utc_now(),
         "losses": json_losses(run.losses),
         "golden": golden,
         "duration_s": round(run.duration, 3),
@@ -424,6 +543,11 @@ def _finish(run: _Run, status: str, reason: str | None) -> Path:
         "plot": PLOT_NAME if run.plot else None,
     }
     return write_result(run.log_dir, document)
+
+
+def utc_now() -> str:
+    """The time now, UTC, to the second: ``2026-12-02T08:01:02Z``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _peak_memory(run: _Run) -> dict[str, float]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,12 +171,14 @@ def run_cases(
     *,
     timeout: float | None = None,
     base_env: Mapping[str, str] | None = None,
-    report=print,
+    report: Callable[[str], None] = print,
+    job_report: Callable[[str], None] | None = None,
 ) -> CoverageRun:
     """Run each smoke case on ``build`` under coverage, measuring ``measured`` (build-relative).
 
     A case that fails is recorded (its error kept), the others still run; the data of every
-    case is combined. Results and rank files go to ``out``.
+    case is combined. Results and rank files go to ``out``. ``job_report`` gets the smoke
+    runner's live lines (default: its own, on standard error).
     """
     from flagscale.runner.config import load_config
     from flagscale.runner.smoke import SmokeError, run_smoke
@@ -201,6 +203,7 @@ def run_cases(
                 timeout=timeout,
                 log_dir=log_dir,
                 base_env=base_env,
+                report=job_report,
                 job_env={**env, CASE_VARIABLE: case},
                 job_python_path=[out / STARTUP],
             )

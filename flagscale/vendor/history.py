@@ -176,7 +176,7 @@ def resolve(
     if not entries:
         raise FlagScaleError(
             f"{HISTORY} has no entry for {device_type}",
-            hint="check the device type, or ask its vendor to record the patch sets",
+            hint=_known_devices_hint(load_history(ws)),
         )
     if task is not None:
         check_task(task)
@@ -207,6 +207,14 @@ def resolve(
             hint=f"see the entries of {device_type} in {HISTORY}",
         )
     return _newest(ws, device_type, entries)
+
+
+def _known_devices_hint(history: History) -> str:
+    """Which device types the history knows, or that it knows none."""
+    known = sorted(history)
+    if not known:
+        return "the history records no device type yet: ask the vendor to record its patch sets"
+    return f"known device types: {', '.join(known)} (or ask the vendor to record the patch sets)"
 
 
 def _newest(ws: Workspace, device_type: str, entries: list[HistoryEntry]) -> HistoryEntry:

@@ -29,6 +29,7 @@ from flagscale.overlay.layered_trees import (
     flagscale_worktree_tree,
     layered_tree,
     pin_at,
+    release_version_at,
     resolve_commit,
     scratch_repo,
     worktree_tree,
@@ -120,7 +121,7 @@ def _check_device_folder_clean(ws: Workspace, device: str) -> None:
 
 @dataclass(frozen=True)
 class _Pieces:
-    backend_version: str
+    backend_versions: dict[str, str]  # backend → version of it the set was made for
     models: tuple[str, ...]
     message: str
     contact: str
@@ -136,43 +137,106 @@ def _ask_function(request: PatchRequest) -> Callable[[str], str] | None:
     return input if interactive else None
 
 
-def _gather_pieces(request: PatchRequest) -> _Pieces:
+def _gather_pieces(request: PatchRequest, known: dict[str, str | None]) -> _Pieces:
+    """The four pieces of seed 000: backend version(s), models, message, contact.
+
+    ``known`` maps each backend of the request to the version the tool can tell itself (a
+    release backend's declared version, FlagScale's ``git describe``), or None: those are
+    taken from ``--backend-version`` or asked, one prompt per backend. A contact is asked only
+    when encrypting: users of an encrypted set need someone to ask for the key.
+    """
     encrypting = request.key_path is not None
     ask = _ask_function(request)
+    versions = _given_versions(request.backend_version, known)
+    unknown = [b for b, v in known.items() if v is None and b not in versions]
     missing = [
         flag
         for flag, value in (
-            ("--backend-version", request.backend_version),
+            ("--backend-version", not unknown),
             ("--models", request.models),
             ("--message", request.message),
-            ("--contact", request.contact if encrypting else "optional"),
+            ("--contact", request.contact if encrypting else "not needed"),
         )
         if not value
     ]
     if missing and ask is None:
         raise FlagScaleError(
             f"missing {', '.join(missing)}: stdin is not a terminal, so nothing can be asked",
-            hint=f"pass {' '.join(f'{flag} ...' for flag in missing)}"
+            hint=f"pass {' '.join(_flag_example(flag, unknown) for flag in missing)}"
             + (" (a contact is required when encrypting)" if "--contact" in missing else ""),
         )
-    version = request.backend_version or _prompt(
-        ask, "Backend version (e.g. 0.16.1)", "--backend-version"
-    )
+    for backend in unknown:
+        versions[backend] = _prompt(ask, f"{backend} version (e.g. 0.16.1)", "--backend-version")
     models = (
         request.models or _prompt(ask, "Models adapted (e.g. aquila llama)", "--models").split()
     )
     message = request.message or _prompt(ask, "Commit message", "--message")
     contact = request.contact
-    if contact is None and ask is not None:
-        label = "Contact for the key (name <mail>)" if encrypting else "Contact (optional)"
-        contact = _prompt(ask, label, "--contact", required=encrypting)
+    if contact is None and encrypting:
+        contact = _prompt(ask, "Contact for the key (name <mail>)", "--contact")
     models_list = [m for value in models for m in value.replace(",", " ").split()]
     return _Pieces(
-        backend_version=version.strip(),
+        backend_versions={
+            b: (v if v is not None else versions[b]).strip() for b, v in known.items()
+        },
         models=tuple(sorted(dict.fromkeys(models_list))),
         message=message.strip(),
         contact=(contact or "").strip(),
     )
+
+
+def _given_versions(text: str | None, known: dict[str, str | None]) -> dict[str, str]:
+    """``--backend-version``: ``NAME=VERSION`` items (comma or space separated), or one bare
+    version for the one upstream backend whose version the tool cannot tell.
+
+    A version the tool can tell (a release's, FlagScale's) may be given only as it is.
+    """
+    unknown = [b for b, v in known.items() if v is None]
+    items = (text or "").replace(",", " ").split()
+    if len(items) == 1 and "=" not in items[0]:
+        upstreams = [b for b in known if b != FLAGSCALE]
+        named = unknown or (upstreams if len(upstreams) == 1 else [])
+        if len(named) != 1:
+            raise FlagScaleError(
+                f"--backend-version {items[0]}: name the backend it is for",
+                hint="pass " + ",".join(f"{b}=<version>" for b in unknown or upstreams),
+            )
+        items = [f"{named[0]}={items[0]}"]
+    versions = {}
+    for item in items:
+        name, _, version = item.partition("=")
+        if not version or name not in known:
+            raise FlagScaleError(
+                f"--backend-version {item!r}: expected NAME=VERSION with NAME one of"
+                f" {', '.join(unknown) or '(none: every version is known)'}",
+                hint="release backends and FlagScale need no version: the tool reads it",
+            )
+        if known[name] not in (None, version):
+            raise FlagScaleError(
+                f"--backend-version {item}: {name} is {known[name]} at the base commit",
+                hint=f"leave {name} out of --backend-version: its version is read, not asked",
+            )
+        versions[name] = version
+    return versions
+
+
+def _flag_example(flag: str, unknown: list[str]) -> str:
+    if flag != "--backend-version" or len(unknown) == 1:
+        return f"{flag} ..."
+    return flag + " " + ",".join(f"{b}=..." for b in unknown)
+
+
+def _known_versions(ws: Workspace, backends: list[str], base: str) -> dict[str, str | None]:
+    """The version of each backend the tool can tell: FlagScale's ``git describe`` of the base,
+    a release backend's declared version; None for a submodule backend (asked)."""
+    known: dict[str, str | None] = {}
+    for name in backends:
+        if name == FLAGSCALE:
+            describe = ["describe", "--tags", "--always", "--abbrev=12", base]
+            known[name] = git_text(describe, ws.root)
+        else:
+            known[name] = release_version_at(ws, name, base)
+    return known
 
 
 def _prompt(
@@ -301,7 +365,7 @@ def _set_files(
         backend=name,
         flagscale_base=base,
         backend_pin=patch.pin,
-        backend_version=pieces.backend_version,
+        backend_version=pieces.backend_versions[name],
         models=pieces.models,
         tasks=tuple(_check_tasks(request.tasks)),
         contact=pieces.contact,
@@ -342,7 +406,7 @@ def create_patch_sets(ws: Workspace, request: PatchRequest) -> list[Path]:
     check_identity(ws)
     recover_interrupted(ws, ws.path(f"{HARDWARE}/{device}"))
     _check_device_folder_clean(ws, device)
-    pieces = _gather_pieces(request)
+    pieces = _gather_pieces(request, _known_versions(ws, backends, base))
 
     own = _FlagScaleTrees(
         flagscale_tree(ws, base, exclude=WORKTREE_EXCLUDES), flagscale_worktree_tree(ws)
@@ -376,12 +440,12 @@ def create_patch_sets(ws: Workspace, request: PatchRequest) -> list[Path]:
         },
     )
     committed = write_and_commit(ws, sets, pieces.message)
+    if not committed:
+        request.report("patch sets unchanged: nothing new to commit")
+        return [ws.path(folder) for folder in sets]
     for folder in sets:
         request.report(f"wrote {folder}/")
-    head = git_text(["rev-parse", "HEAD"], ws.root)
-    request.report(
-        f"committed {head}" if committed else "patch sets unchanged: nothing new to commit"
-    )
+    request.report(f"committed {git_text(['rev-parse', 'HEAD'], ws.root)}")
     return [ws.path(folder) for folder in sets]
 
 
