@@ -240,7 +240,8 @@ def _bad_endpoint(
             build,
             measured,
             log_dir,
-            report=lambda _l: None,
+            report=lambda _line: None,
+            job_report=lambda _line: None,
         )
         coverage.append(result)
         failed = next((case for case in result.cases if case.error is not None), None)

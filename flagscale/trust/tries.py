@@ -220,6 +220,7 @@ class Trials:
                     case,
                     build_dir=build,
                     log_dir=log_dir / case.stem,
+                    report=_quiet,
                 )
             except FlagScaleError as exc:
                 signature = failure_signature(str(exc))
@@ -259,6 +260,10 @@ class _VerdictCache:
         document = {"version": CACHE_FORMAT, "tries": self.tries}
         text = json.dumps(document, indent=1, sort_keys=True) + "\n"
         write_atomically(self.path, text.encode("utf-8"))
+
+
+def _quiet(_line: str) -> None:
+    """The smoke runner's live lines: a bisection prints one line per try instead."""
 
 
 def _digest(path: Path) -> str | None:
