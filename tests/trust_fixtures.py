@@ -13,6 +13,8 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from flagscale.upstream.workspace import find_workspace
 from flagscale.vendor.history_record import record_history
 from flagscale.vendor.make_sets import PatchRequest, create_patch_sets
@@ -37,7 +39,9 @@ ENTRY = textwrap.dedent(
     job = json.load(open(args.job))
     rank = int(os.environ["RANK"])
     import megatron.core
-    from megatron.core import knobs
+    from megatron.core import helpers, knobs
+
+    helpers.used()
 
 
     def write(event, **fields):
@@ -52,7 +56,8 @@ ENTRY = textwrap.dedent(
     for step in range(1, job["train"]["steps"] + 1):
         write("step", step=step, loss=5.0 / (1.0 + step) + 1e-3 * shift)
     modules = {name: os.path.realpath(sys.modules[name].__file__)
-               for name in ("megatron", "megatron.core", "megatron.core.knobs")}
+               for name in ("megatron", "megatron.core", "megatron.core.knobs",
+                            "megatron.core.helpers")}
     write("summary", steps=job["train"]["steps"], train_seconds=0.0, peak_rss_mb=1.0,
           modules=modules)
     '''
@@ -67,6 +72,38 @@ def knobs_source(values: dict[int, str] | None = None) -> str:
         lines += [f"# knob {index}: line {n}" for n in range(8)]
         lines.append(f"K_{index:03d} = {values.get(index, '1')}")
     return "\n".join(lines) + "\n"
+
+
+HELPERS = textwrap.dedent(
+    """\
+    \"\"\"Helpers (synthetic): one the job calls, one it never does.\"\"\"
+
+
+    def used():
+        value = 1
+        return value
+
+
+    # Far enough apart that a change to each function is a hunk of its own:
+    # one
+    # two
+    # three
+    # four
+
+
+    def unused():
+        value = 2
+        return value
+    """
+)
+UPSTREAM = {
+    "README.md": "synthetic megatron\n",
+    "megatron/__init__.py": "",
+    "megatron/core/__init__.py": "",
+    KNOBS_FILE: knobs_source(),
+    "megatron/core/helpers.py": HELPERS,
+    "weights.bin": bytes(range(256)),
+}
 
 
 def expected_losses(steps: int) -> tuple[float, ...]:
@@ -87,6 +124,38 @@ class SynthWorkspace:
 
 def make_synth_workspace(tmp: Path, culprits: dict[int, str]) -> SynthWorkspace:
     """A FlagScale with a good set and a bad one changing all 100 knobs, ``culprits`` for real."""
+    root, base = make_base(tmp)
+    checkout = root / "third_party" / BACKEND
+    write_files(checkout, {"megatron/core/vendor.py": "DEVICE = 'synthetic'\n"})
+    good = make_set(root, base, "good set")
+    harmless = {i: "2 - 1" for i in range(KNOBS)}
+    write_files(checkout, {KNOBS_FILE: knobs_source({**harmless, **culprits})})
+    bad = make_set(root, base, "bad set")
+    return SynthWorkspace(root, base, good, bad)
+
+
+def make_coverage_workspace(tmp: Path) -> tuple[Path, str]:
+    """A FlagScale whose one set makes every kind of change: a knob (module level, runs), the
+    body of a function the job calls and of one it never calls, a module nobody imports, a
+    text file and a binary file. Returns (root, history commit)."""
+    root, base = make_base(tmp)
+    checkout = root / "third_party" / BACKEND
+    helpers = HELPERS.replace("value = 1", "value = 3 - 2").replace("value = 2", "value = 4 - 2")
+    write_files(
+        checkout,
+        {
+            KNOBS_FILE: knobs_source({5: "2 - 1"}),
+            "megatron/core/helpers.py": helpers,
+            "megatron/core/never.py": "NEVER = 'imported'\n",
+            "README.md": "synthetic megatron, adapted\n",
+            "weights.bin": bytes(reversed(range(256))),
+        },
+    )
+    return root, make_set(root, base, "every kind of change")
+
+
+def make_base(tmp: Path) -> tuple[Path, str]:
+    """The FlagScale (with the smoke case, its entry and golden losses) and the base commit."""
     case = case_document(
         entry="tools/knob_train.py",
         nproc=2,
@@ -94,35 +163,21 @@ def make_synth_workspace(tmp: Path, culprits: dict[int, str]) -> SynthWorkspace:
         train={"steps": 3, "seed": 7, "lr": 0.01},
         monitors={"system": False, "vendor": "off", "interval": 0.1},
     )
-    import yaml
-
     root, _ = make_workspace(
         tmp,
-        {
-            BACKEND: {
-                "megatron/__init__.py": "",
-                "megatron/core/__init__.py": "",
-                KNOBS_FILE: knobs_source(),
-            }
-        },
+        {BACKEND: UPSTREAM},
         extra={
             "tools/knob_train.py": ENTRY,
             f"ci/smoke/{CASE}.yaml": yaml.safe_dump(case, sort_keys=False),
         },
     )
+    _record_golden(root)
     base = run_git(root, "rev-parse", "HEAD")
     run_git(root, "submodule", "update", "--init", "-q")
-    checkout = root / "third_party" / BACKEND
-    write_files(checkout, {"megatron/core/vendor.py": "DEVICE = 'synthetic'\n"})
-    good = _make_set(root, base, "good set")
-    harmless = {i: "2 - 1" for i in range(KNOBS)}
-    write_files(checkout, {KNOBS_FILE: knobs_source({**harmless, **culprits})})
-    bad = _make_set(root, base, "bad set")
-    _record_golden(root)
-    return SynthWorkspace(root, base, good, bad)
+    return root, base
 
 
-def _make_set(root: Path, base: str, message: str) -> str:
+def make_set(root: Path, base: str, message: str) -> str:
     ws = find_workspace(root)
     create_patch_sets(
         ws,

@@ -97,7 +97,8 @@ def plan_of_build(ws: Workspace, build: Path) -> tuple[BuildPlan, BuildRecord]:
         raise FlagScaleError(
             f"{build} was changed since it was built ({'; '.join(changed)}): its files no longer"
             " sit where the patches put them",
-            hint=f"{make} --force (your changes are saved first)",
+            hint=f"rebuild it with `inv build --device {build.name} --force` (your changes are"
+            " saved first)",
         )
     return plan, record
 

@@ -166,8 +166,8 @@ def _lines(verdict: HunkVerdict) -> list[dict[str, Any]]:
         status = None
         line_no: int | None = None
         if kind == "+":
-            judged: LineVerdict = next(added)
-            status, line_no = judged.status, judged.line
+            judged: LineVerdict | None = next(added, None)  # none for unmeasurable hunks
+            status, line_no = (judged.status, judged.line) if judged else (None, new)
             new += 1
         elif kind == " ":
             line_no = new
