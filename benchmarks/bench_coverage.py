@@ -57,7 +57,7 @@ def main() -> None:
             started = time.perf_counter()
             result = measure_device(
                 clone, TOOL_ROOT, DEVICE, build, [CASE], output_folder(folder / "coverage"),
-                report=quiet,
+                report=quiet, job_report=quiet,
             )  # fmt: skip
             measured.append(time.perf_counter() - started)
             failures = result.failures

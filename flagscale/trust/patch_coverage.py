@@ -76,11 +76,13 @@ def measure_device(
     timeout: float | None = None,
     base_env: Mapping[str, str] | None = None,
     report: Callable[[str], None] = print,
+    job_report: Callable[[str], None] | None = None,
 ) -> Measured:
     """Run ``cases`` on ``build`` under coverage and write the reports into ``out``.
 
     ``ws`` is the workspace the build was made in (its history and objects), ``root`` the one
-    whose ``hardware/<V_M>/`` hooks and golden losses the jobs use.
+    whose ``hardware/<V_M>/`` hooks and golden losses the jobs use. ``job_report`` gets the
+    smoke runner's live lines (default: the runner's own, on standard error).
     """
     build = build.resolve()
     patches = build_patches(ws, build, key_paths=key_paths)
@@ -94,7 +96,7 @@ def measure_device(
     )
     run = run_cases(
         root, device_type, cases, build, measured, out, timeout=timeout, base_env=base_env,
-        report=report,
+        report=report, job_report=job_report,
     )  # fmt: skip
     sources = judge_build(patches, run)
     import coverage
