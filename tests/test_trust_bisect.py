@@ -100,7 +100,7 @@ def test_bisect_finds_one_culprit_among_100_hunks_in_at_most_10_smoke_runs(tmp_p
 
     out = result.stdout
     assert f"bad = history entry {synth.bad[:12]} (newest)" in out
-    assert "change: 100 piece(s) (hunks) in 1 file(s), from 1 patch file(s)" in out
+    assert "change: 100 hunk(s) in 1 file(s), from 1 patch file(s)" in out
     report = json.loads((synth.root / "logs" / "bisect" / DEVICE / "bisect.json").read_text())
     assert report["good"] == synth.good and report["bad"] == synth.bad
     assert [c["piece"].split(" @@")[0] for c in report["culprit"]] == [

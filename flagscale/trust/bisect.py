@@ -188,7 +188,7 @@ def bisect_device(
             )
         carriers = list(dict.fromkeys(p.label for p in pieces))
         report(
-            f"change: {len(pieces)} piece(s) (hunks) in {len({p.path for p in pieces})} file(s),"
+            f"change: {len(pieces)} hunk(s) in {len({p.path for p in pieces})} file(s),"
             f" from {len(carriers)} patch file(s): {'; '.join(carriers)}"
         )
         test = _tester(run, good_commit, task, good_plan, good_tree, target, pieces)
@@ -352,7 +352,7 @@ def _reached(
     skipped = [v.piece for v in verdicts if v.status == NOT_REACHED]
     if skipped:
         run.say(
-            f"coverage: {len(skipped)} piece(s) in files no rank of the bad run imported, left"
+            f"coverage: {len(skipped)} hunk(s) in files no rank of the bad run imported, left"
             " out: "
             + "; ".join(p.describe() for p in skipped[:5])
             + (" ..." if len(skipped) > 5 else "")
