@@ -57,11 +57,9 @@ def validate(session: nox.Session) -> None:
 @nox.session
 @nox.parametrize("device", DEVICES)
 def unpatch_and_test(session: nox.Session, device: str) -> None:
-    """Fresh build of one device type, schema checks, vendor hooks, smoke job vs golden.
-
-    ``-- --coverage`` (or FLAGSCALE_COVERAGE=1) runs the smoke jobs under coverage.py and writes
-    the patch coverage report to logs/coverage/<V_M>/ (docs/coverage-and-bisect.md).
-    """
+    """Fresh build of one device type, schema checks, vendor hooks, smoke job vs golden."""
+    # `-- --coverage` (or FLAGSCALE_COVERAGE=1): the smoke jobs under coverage.py, the patch
+    # coverage report in logs/coverage/<V_M>/ (docs/coverage-and-bisect.md)
     install(session, "smoke")
     command = ["python", "-m", "flagscale.ci", "unpatch-and-test", "--device", device]
     session.run(*command, *session.posargs)

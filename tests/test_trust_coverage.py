@@ -376,3 +376,50 @@ def test_errors_are_one_line_with_what_to_do(built: Path) -> None:
     message = error("--device", DEVICE)
     assert "was changed since it was built" in message and KNOBS_FILE in message
     assert f"inv build --device {DEVICE} --force" in message
+
+
+# --- the CI option --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "variable", "wanted"),
+    [
+        (False, None, False),
+        (True, None, True),
+        (False, "1", True),
+        (False, "true", True),
+        (False, "YES", True),
+        (False, "0", False),
+        (False, "", False),
+    ],
+)
+def test_ci_coverage_comes_from_the_flag_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch, flag: bool, variable: str | None, wanted: bool
+) -> None:
+    from flagscale.ci.unpatch_and_test import COVERAGE_ENV, coverage_wanted
+
+    if variable is None:
+        monkeypatch.delenv(COVERAGE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(COVERAGE_ENV, variable)
+    assert coverage_wanted(flag) is wanted
+
+
+def test_nox_passes_its_arguments_to_unpatch_and_test() -> None:
+    import ast
+
+    tree = ast.parse((TOOL_ROOT / "noxfile.py").read_text())
+    session = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.name == "unpatch_and_test"
+    )
+    assert "*session.posargs" in ast.unparse(session)
+    help_text = subprocess.run(
+        [sys.executable, "-m", "flagscale.ci", "unpatch-and-test", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=TOOL_ROOT,
+        check=True,
+    ).stdout
+    assert "--coverage" in help_text and "FLAGSCALE_COVERAGE=1" in help_text

@@ -188,9 +188,7 @@ def test_bisect_names_the_faulty_hunk_then_the_pair(vendor: Path) -> None:
     )
     culprit = (vendor / "logs" / "bisect" / DEVICE / "culprit.patch").read_text()
     assert "-        torch.manual_seed(seed)\n+        torch.manual_seed(seed + 1)\n" in culprit
-    assert (
-        "coverage: 1 hunk(s) in files no rank of the bad run imported, left out" in result.stdout
-    )
+    assert "coverage: 1 hunk(s) in files no rank of the bad run imported, left out" in result.stdout
     assert "cpu_notes.py" not in culprit
     # the bad entry under coverage, the good one, the harmless hunk alone, the fault alone
     assert report["smoke_runs"] == 4, report["tries"]

@@ -23,6 +23,7 @@ from pathlib import Path
 from flagscale.builds.assemble import Assembler, Component, patch_paths
 from flagscale.core.atomic import write_atomically
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.schema import SchemaError, parse_document, validate
 from flagscale.vendor.set_results import SetResults, sealed_path, sealed_value
 
 __all__ = ["Expectation", "ResultsMismatch", "check_results"]
@@ -161,14 +162,13 @@ def _computed_once(
 
 
 def _read_kept(path: Path) -> dict[str, str | None] | None:
+    """Results kept by an earlier build (schema set-results); None when absent or damaged."""
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    results = document.get("results") if isinstance(document, dict) else None
-    if document.get("version") != _CACHE_FORMAT or not isinstance(results, dict):
-        return None
-    return results
+        text = path.read_text(encoding="utf-8")
+        document = validate(parse_document(text, str(path)), "set-results", str(path))
+    except (OSError, SchemaError):
+        return None  # computed again (and kept again): a damaged file costs a note, not a check
+    return dict(document["results"])
 
 
 def _shown(component: Component, path: str) -> str:
