@@ -340,6 +340,23 @@ def test_a_job_that_fails_under_coverage_still_gets_its_report(tmp_path: Path) -
     assert hunk_statuses(document) == {(KNOBS_FILE, "@@ -35,7 +35,7 @@"): "executed"}
 
 
+def test_an_encrypted_set_is_measured_with_its_key(tmp_path: Path) -> None:
+    root, base = make_base(tmp_path)
+    key = tmp_path / "keys" / "synth.key"
+    write_files(root / "third_party" / BACKEND, {KNOBS_FILE: knobs_source({8: "2 - 1"})})
+    make_set(root, base, "an encrypted knob", key=key)
+    inv(root, "build", "--device", DEVICE, "--key-path", str(key))
+    missing = inv(root, "coverage", "--device", DEVICE, check=False)
+    assert missing.returncode == 1
+    assert f"hardware/{DEVICE}/{BACKEND}/{BACKEND}.patch.enc is encrypted with key fsk1-" in (
+        missing.stderr
+    )
+    inv(root, "coverage", "--device", DEVICE, "--key-path", str(key))
+    document = json.loads((root / "logs" / "coverage" / DEVICE / "coverage.json").read_text())
+    assert hunk_statuses(document) == {(KNOBS_FILE, "@@ -80,7 +80,7 @@"): "executed"}
+    assert document["backends"][0]["patches"][0]["source"].endswith(".patch.enc")
+
+
 # --- bad input ------------------------------------------------------------------------------------
 
 

@@ -177,7 +177,8 @@ def make_base(tmp: Path) -> tuple[Path, str]:
     return root, base
 
 
-def make_set(root: Path, base: str, message: str) -> str:
+def make_set(root: Path, base: str, message: str, key: Path | None = None) -> str:
+    """``inv patch --device-type`` of the checkout's edits (encrypted with ``key``), recorded."""
     ws = find_workspace(root)
     create_patch_sets(
         ws,
@@ -189,6 +190,8 @@ def make_set(root: Path, base: str, message: str) -> str:
             backend_version="1.0",
             models=["synthetic"],
             message=message,
+            key_path=key,
+            contact="Synth Support <support@synth.invalid>" if key else None,
             report=lambda _line: None,
         ),
     )
