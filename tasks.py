@@ -8,14 +8,25 @@ accept them repeated (``--backend A --backend B``) or in one quoted/comma-separa
 
 from __future__ import annotations
 
-from invoke import Collection, Context, task
+from pathlib import Path
+
+from invoke import Collection, Context
 from invoke.exceptions import Exit
 
-from flagscale.core.cli import accept_space_separated_values, report_errors, split_names
+from flagscale.core.cli import (
+    accept_space_separated_values,
+    key_files,
+    refuse_flags,
+    remember_tasks_folder,
+    report_errors,
+    split_names,
+    task,
+)
 
 VERBOSE_HELP = "show the full traceback on failure"
 
 namespace = Collection()
+remember_tasks_folder(Path(__file__).parent)  # `inv -r <clone>` from elsewhere: say `cd <clone>`
 
 
 # --- workspace: unpatch / patch (flow 1) -------------------------------------------------------
@@ -65,11 +76,18 @@ def unpatch(
                 task=split_names(task),
                 backends=split_names(backend),
                 commit=commit,
-                key_paths=split_names(key_path),
+                key_paths=key_files(key_path),
                 force=force,
             ),
         )
         return
+    refuse_flags(
+        "only with --device-type (building build/<Vendor_Model>/); inv unpatch alone lays the"
+        " base layer at the checked-out pin",
+        task=task,
+        commit=commit,
+        key_path=key_path,
+    )
     chosen = mode or "symlink"
     report_errors(verbose, lambda: lay(None, split_names(backend), mode=chosen, force=force))
 
@@ -123,6 +141,11 @@ def patch(
         "contact": contact,
     }
     if device_type is not None or any(v not in (None, []) for v in vendor.values()):
+        refuse_flags(
+            "with --device-type: making patch sets overwrites nothing (uncommitted edits in"
+            " hardware/<V_M>/ are refused, never discarded)",
+            force=force,
+        )
         report_errors(
             verbose,
             lambda: patch_command(device_type, backends=split_names(backend), **vendor),
@@ -150,14 +173,51 @@ def import_release(c: Context, backend: str, verbose: bool = False) -> None:
 namespace.add_task(import_release)
 
 
+@task(
+    iterable=["release", "key_path"],
+    help={
+        "path": "the FlagScale checkout to import from (only read, never changed)",
+        "release": "declare BACKEND as a source release from this archive, BACKEND=ARCHIVE"
+        " (default: a submodule at FlagScale's pin); repeat per backend",
+        "key_path": "FlagScale's RSA key folder or private_key.pem of a vendor's encrypted sets;"
+        " repeat per vendor (sets without their key are kept encrypted, as they are)",
+        "new_keys": "folder (outside the repository) for the new key of each vendor whose"
+        " decrypted sets are encrypted again: <folder>/<Vendor>.key",
+        "json": "where to write the JSON report (default build/import-flagscale.json)",
+        "verbose": VERBOSE_HELP,
+    },
+)
+def import_flagscale(
+    c: Context,
+    path: str,
+    release: list[str] | None = None,
+    key_path: list[str] | None = None,
+    new_keys: str | None = None,
+    json: str | None = None,
+    verbose: bool = False,
+) -> None:
+    """Bring a FlagScale checkout's base patches, vendor sets and history in, each set proved."""
+    from flagscale.migrate.importer import import_command
+
+    report_errors(
+        verbose,
+        lambda: import_command(
+            path,
+            releases=split_names(release),
+            key_paths=split_names(key_path),
+            new_keys=new_keys,
+            json_path=json,
+        ),
+    )
+
+
+namespace.add_task(import_flagscale)
+
+
 # --- vendor patch sets, history, builds (flows 2 and 3) ----------------------------------------
 
 
-from flagscale.builds.command import BuildTask  # noqa: E402 - gives --three-way its git spelling --3way
-
-
 @task(
-    klass=BuildTask,
     iterable=["device", "key_path"],
     help={
         "device": "device type(s) to build (Vendor_Model); several make build/hetero.json",
@@ -167,6 +227,8 @@ from flagscale.builds.command import BuildTask  # noqa: E402 - gives --three-way
         "three_way": "merge hunks that do not apply; conflicts go to build/<V_M>.conflicts/",
         "jobs": "device types built at once (default: one per CPU, at most one per device)",
         "force": "replace a build changed by hand (the changes are saved as a patch first)",
+        "work_tree": "vendors, before the history records them: build the patch sets in your"
+        " work tree's hardware/<V_M>/ (committed or not)",
         "bundle": "build from this release bundle, verified first (needs --trust)",
         "trust": "the release manager's public key (K.pub) that must have signed --bundle",
         "verbose": VERBOSE_HELP,
@@ -181,15 +243,24 @@ def build(
     three_way: bool = False,
     jobs: int = 0,
     force: bool = False,
+    work_tree: bool = False,
     bundle: str | None = None,
     trust: str | None = None,
     verbose: bool = False,
 ) -> None:
     """Build isolated trees build/<Vendor_Model>/ from the vendor patch sets in the history."""
+    if work_tree:
+        refuse_flags(
+            "with --work-tree: the sets in your work tree are built",
+            commit=commit,
+            bundle=bundle,
+            trust=trust,
+        )
+    keys = report_errors(verbose, lambda: key_files(key_path))
     options = dict(
         task=task,
         commit=commit,
-        key_paths=split_names(key_path),
+        key_paths=keys,
         three_way=three_way,
         jobs=jobs,
         force=force,
@@ -203,7 +274,9 @@ def build(
         return
     from flagscale.builds.command import build_command
 
-    report_errors(verbose, lambda: build_command(split_names(device), **options))
+    report_errors(
+        verbose, lambda: build_command(split_names(device), work_tree=work_tree, **options)
+    )
 
 
 namespace.add_task(build)
@@ -334,7 +407,7 @@ def coverage(
             device,
             case=case,
             build_dir=build_dir,
-            key_paths=split_names(key_path),
+            key_paths=key_files(key_path),
             out=out,
             timeout=timeout or None,
         ),
@@ -379,7 +452,7 @@ def bisect(
             good=good,
             bad=bad,
             task=task,
-            key_paths=split_names(key_path),
+            key_paths=key_files(key_path),
             no_coverage=no_coverage,
         ),
     )
@@ -497,7 +570,7 @@ def matrix(
             json_path=json,
             html_path=html,
             results_dir=results,
-            key_paths=split_names(key_path),
+            key_paths=key_files(key_path),
             strict=strict,
         ),
     )
@@ -509,6 +582,4 @@ namespace.add_task(verify_bundle)
 namespace.add_task(matrix)
 
 # Seed 000's spelling: `--backend Megatron-LM FlagScale`, `--task train post_train`.
-accept_space_separated_values(
-    [name.replace("_", "-") for name in namespace.task_names] + list(namespace.task_names)
-)
+accept_space_separated_values(namespace)

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.guides import GUIDE_ENV
 from tests.isolation import isolated_git
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite run from inside a guide's block would run that guide again, and again: stop."""
+    guide = os.environ.get(GUIDE_ENV)
+    if guide:
+        pytest.exit(
+            f"the test suite was started by a block of {guide}, which the suite runs itself:"
+            " mark that block <!-- guide: skip (the test suite itself) -->",
+            returncode=4,
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -238,8 +238,8 @@ def test_hand_edited_build_is_refused_then_saved_with_force(user: Path) -> None:
     assert "--force" in message
 
     result = inv(user, "build", "--device", DEVICE, "--force")
-    edits = user / "build" / f"{DEVICE}.edits.patch"
-    assert f"saved the changes made in {TARGET} to build/{DEVICE}.edits.patch" in result.stdout
+    (edits,) = (user / "build").glob(f"{DEVICE}.edits-*.patch")
+    assert f"saved the changes made in {TARGET} to build/{edits.name}" in result.stdout
     assert edits.stat().st_mode & 0o777 == 0o600
     assert model.read_text() == "class Model:\n    layers = 4  # vendor\n"
     run_git(user, "apply", f"--directory={TARGET}", str(edits))
@@ -252,7 +252,7 @@ def test_folder_not_made_by_build_is_refused(user: Path) -> None:
     write_files(user, {f"{TARGET}/mine.txt": "not a build\n"})
     assert "was not made by inv build" in error_of(user)
     build(user, force=True)
-    assert (user / "build" / f"{DEVICE}.edits.patch").is_file()
+    assert len(list((user / "build").glob(f"{DEVICE}.edits-*.patch"))) == 1
     assert not (user / TARGET / "mine.txt").exists()
 
 

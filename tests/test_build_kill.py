@@ -1,7 +1,9 @@
-"""All or nothing: a build killed part-way, a held or stale lock, an interrupted swap.
+"""All or nothing: a build killed at any step, a held or stale lock, an interrupted swap.
 
-Real ``inv build`` processes are killed with SIGKILL while their staging folder exists; the
-previous build must stay as it was and the next build must succeed.
+Real ``inv build`` processes die by ``SIGKILL`` at named steps: ``FLAGSCALE_CRASH_AT=<step>``
+makes the build kill itself exactly there (``flagscale.core.crashpoints``), so no test depends on
+timing. Whatever the step, the previous build (or the user's hand edits) must stay as they were,
+a saved patch must never be lost or half-written, and the next build must succeed and clean up.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,12 +34,12 @@ from tests.gitrepos import TOOL_ROOT, inv, snapshot
 from tests.vendor_workspace import BACKEND
 
 BUILD = Path("build")
+KERNEL = f"third_party/{BACKEND}/pkg00/module_0020.py"
 
 
 @pytest.fixture(scope="module")
 def origin(module_env: Path, tmp_path_factory: pytest.TempPathFactory) -> BigOrigin:
-    """Big enough (800 upstream files) that writing the tree takes a moment."""
-    return make_big_origin(tmp_path_factory.mktemp("kill"), files=800, layer=20, patched=40)
+    return make_big_origin(tmp_path_factory.mktemp("kill"), files=200, layer=20, patched=40)
 
 
 @pytest.fixture
@@ -57,65 +58,110 @@ def leftovers(root: Path) -> list[str]:
     return sorted(p.name for p in (root / BUILD).iterdir() if p.name.startswith(f".{DEVICE}."))
 
 
+def saved_patches(root: Path) -> list[Path]:
+    return sorted((root / BUILD).glob(f"{DEVICE}.edits-*.patch"))
+
+
 def new_inputs(root: Path, label: str) -> None:
     """A newer history entry whose Megatron-LM set differs (so a rebuild has work to do)."""
     patch = set_patch(root, DEVICE, BACKEND).replace(b"(vendor)", f"(vendor {label})".encode())
     rewrite_set(root, DEVICE, BACKEND, patch=patch)
 
 
-def start_build(root: Path) -> subprocess.Popen[bytes]:
+def killed_build(root: Path, step: str, *flags: str) -> int:
+    """Run ``inv build`` that kills itself at ``step``; return its pid (it must have died)."""
     command = [sys.executable, "-m", "invoke", "--search-root", str(TOOL_ROOT)]
-    return subprocess.Popen(
-        [*command, "build", "--device", DEVICE],
+    process = subprocess.run(
+        [*command, "build", "--device", DEVICE, *flags],
         cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        env={**os.environ, "FLAGSCALE_CRASH_AT": step},
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    assert process.returncode == -signal.SIGKILL, process.stdout + process.stderr
+    return int((root / BUILD / f".{DEVICE}.lock").read_text())
 
 
-def kill_when(process: subprocess.Popen[bytes], marker: Path, timeout: float = 60) -> bool:
-    """SIGKILL the build's process group as soon as ``marker`` exists; False if it finished."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.lexists(marker):
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-            return True
-        if process.poll() is not None:
-            return False
-        time.sleep(0.001)
-    os.killpg(process.pid, signal.SIGKILL)
-    raise AssertionError(f"{marker} never appeared")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("stage", ["staging folder made", "files being written"])
-def test_sigkill_part_way_keeps_the_previous_build(user: Path, stage: str) -> None:
+@pytest.mark.parametrize("step", ["build:staging-made", "build:tree-written"])
+def test_kill_before_the_swap_keeps_the_previous_build(user: Path, step: str) -> None:
     target = user / BUILD / DEVICE
     before = snapshot(target)
-    killed = False
-    for attempt in range(4):
-        new_inputs(user, f"{stage} {attempt}")
-        process = start_build(user)
-        staging = user / BUILD / f".{DEVICE}.tmp-{process.pid}"
-        killed = kill_when(process, staging if stage.startswith("staging") else staging / "tree")
-        if killed:
-            break
-        before = snapshot(target)  # it finished first: that build is now the previous one
-    assert killed, "the build always finished before it could be killed"
+    new_inputs(user, step)
 
-    assert process.returncode == -signal.SIGKILL
+    pid = killed_build(user, step)
+
     assert snapshot(target) == before
-    assert f".{DEVICE}.tmp-{process.pid}" in leftovers(user)
-    assert (user / BUILD / f".{DEVICE}.lock").read_text().strip() == str(process.pid)
-
+    assert f".{DEVICE}.tmp-{pid}" in leftovers(user)
     result = inv(user, "build", "--device", DEVICE)
-
     assert "built build/" in result.stderr
     assert leftovers(user) == [f".{DEVICE}.lock"]
-    kernel = target / "third_party" / BACKEND / "pkg00/module_0020.py"
-    assert f"(vendor {stage} {attempt})" in kernel.read_text()
+    assert f"(vendor {step})" in (target / KERNEL).read_text()
+
+
+def test_kill_right_after_the_swap_leaves_the_new_build_and_the_next_run_cleans(
+    user: Path,
+) -> None:
+    target = user / BUILD / DEVICE
+    new_inputs(user, "swapped")
+
+    pid = killed_build(user, "build:swapped")
+
+    assert "(vendor swapped)" in (target / KERNEL).read_text()  # the new tree, complete
+    assert read_record(target) is not None
+    assert f".{DEVICE}.tmp-{pid}" in leftovers(user)  # holding the previous tree
+    result = inv(user, "build", "--device", DEVICE)
+    assert "up to date" in result.stdout
+    assert leftovers(user) == [f".{DEVICE}.lock"]
+
+
+def test_kill_while_saving_edits_keeps_them_and_leaves_no_partial_patch(user: Path) -> None:
+    target = user / BUILD / DEVICE
+    (target / KERNEL).write_text("hand edit\n")
+    new_inputs(user, "saving")
+    before = snapshot(target)
+
+    pid = killed_build(user, "save:temporary-written", "--force")
+
+    assert snapshot(target) == before  # the edits are still in the tree
+    assert saved_patches(user) == []  # no saved name holds a partial patch
+    assert any(name.endswith(f".tmp-{pid}") for name in leftovers(user))
+    inv(user, "build", "--device", DEVICE, "--force")
+    (saved,) = saved_patches(user)
+    assert "+hand edit" in saved.read_text()
+    assert leftovers(user) == [f".{DEVICE}.lock"]
+
+
+def test_kill_after_saving_edits_then_force_again_keeps_both_saves(user: Path) -> None:
+    target = user / BUILD / DEVICE
+    (target / KERNEL).write_text("hand edit\n")
+    new_inputs(user, "saved")
+
+    killed_build(user, "build:edits-saved", "--force")
+
+    (first,) = saved_patches(user)
+    first_bytes = first.read_bytes()
+    assert b"+hand edit" in first_bytes
+    assert (target / KERNEL).read_text() == "hand edit\n"  # not swapped yet
+    inv(user, "build", "--device", DEVICE, "--force")
+    assert len(saved_patches(user)) == 2 and first.read_bytes() == first_bytes
+    assert "(vendor saved)" in (target / KERNEL).read_text()
+    assert leftovers(user) == [f".{DEVICE}.lock"]
+
+
+def test_kill_while_cleaning_a_dead_builds_leftovers(user: Path) -> None:
+    target = user / BUILD / DEVICE
+    before = snapshot(target)
+    new_inputs(user, "cleaning")
+    first = killed_build(user, "build:tree-written")
+
+    killed_build(user, "build:cleaning")
+
+    assert snapshot(target) == before
+    assert f".{DEVICE}.tmp-{first}" in leftovers(user)
+    inv(user, "build", "--device", DEVICE)
+    assert leftovers(user) == [f".{DEVICE}.lock"]
+    assert "(vendor cleaning)" in (target / KERNEL).read_text()
 
 
 def test_live_lock_is_refused_with_the_holders_pid(user: Path) -> None:

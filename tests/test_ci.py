@@ -251,10 +251,18 @@ def test_ci_builds_encrypted_sets_with_keys_named_in_the_environment(
     origin = make_origin(tmp_path / "origin", encrypt=True)
     assert origin.key is not None
     (tmp_path / "without").mkdir()
-    with pytest.raises(FlagScaleError, match="no --key-path given"):
+    with pytest.raises(FlagScaleError, match="no key file in FLAGSCALE_KEY_PATHS"):
         fresh_build(origin.root, VENDOR_DEVICE, tmp_path / "without", key_paths=ci_key_paths())
     monkeypatch.setenv("FLAGSCALE_KEY_PATHS", f"{tmp_path / 'other.key'}{os.pathsep}{origin.key}")
     assert ci_key_paths() == (tmp_path / "other.key", origin.key)
     (tmp_path / "with").mkdir()
     build = fresh_build(origin.root, VENDOR_DEVICE, tmp_path / "with", key_paths=ci_key_paths())
     assert (build / ".flagscale-build.json").is_file()
+
+
+def test_tests_workflow_runs_the_whole_suite_and_lint() -> None:
+    """The kill, concurrency and bad-input tests run in CI: the suite runs on every push."""
+    workflow = load_workflow(TOOL_ROOT / "ci/workflows/tests.yml")
+    assert set(workflow["on"]) == {"push", "pull_request", "workflow_dispatch"}
+    runs = [step.get("run", "") for step in workflow["jobs"]["tests"]["steps"]]
+    assert "nox -s tests lint" in runs

@@ -7,7 +7,11 @@ from pathlib import Path
 from flagscale.core.cli import spread_values
 from tests.gitrepos import inv, make_workspace
 
-TASKS = ["build", "patch", "unpatch"]
+TASKS = {
+    "build": {"--device", "--device-type", "-d"},
+    "patch": {"--backend", "--task"},
+    "unpatch": {"--backend", "--task"},
+}
 
 
 def test_words_after_a_multi_value_flag_become_repeated_flags() -> None:
@@ -30,6 +34,14 @@ def test_spreading_stops_at_the_next_flag_or_task_name() -> None:
 def test_single_value_flags_and_equals_forms_are_left_alone() -> None:
     argv = ["patch", "--device-type", "X_Y", "--backend=A", "--commit", "abc"]
     assert spread_values(argv, TASKS) == argv
+
+
+def test_a_flag_spreads_only_in_the_task_where_it_takes_several_values() -> None:
+    argv = ["unpatch", "--device-type", "X_Y", "Z_W", "build", "-d", "X_Y", "Z_W"]
+    assert spread_values(argv, TASKS) == [
+        "unpatch", "--device-type", "X_Y", "Z_W",
+        "build", "-d", "X_Y", "-d", "Z_W",
+    ]  # fmt: skip
 
 
 def test_seed_spelling_reaches_the_task(tmp_path: Path) -> None:

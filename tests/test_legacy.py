@@ -23,6 +23,7 @@ from flagscale.upstream.workspace import find_workspace
 from flagscale.vendor.legacy import parse_diff_yaml
 from flagscale.vendor.legacy_crypto import encrypt_legacy
 from tests.build_fixtures import clone_user, quiet
+from tests.flagscale_checkout import apply_like_flagscale, scratch_clone
 from tests.gitrepos import Exec, commit_all, inv, make_workspace, run_git, snapshot, write_files
 
 DEVICE = "BI_V150"
@@ -98,10 +99,6 @@ def make_legacy_origin(
     run_git(checkout, "add", "-A")
     # like GitPython's output, stripped of its final newlines; the tool added one back
     backend_diff = run_git(checkout, "diff", "--cached", "--binary", pin).encode() + b"\n"
-    expected_backend = snapshot(checkout, skip=(".git",))
-    expected_backend.pop(".git")
-    if whitespace:
-        expected_backend["megatron/vendor.py"] = ("file", b"VENDOR = 'iluvatar'\n")
     run_git(checkout, "reset", "-q", "--hard", pin)
 
     write_files(root, {"flagscale/train.py": "def train():\n    return 'bi'\n"})
@@ -130,6 +127,8 @@ def make_legacy_origin(
         else:
             patches = split_per_file(diff) if layout == "per-file" else {"diff.patch": diff}
             files = {**patches, "diff.yaml": yaml.safe_dump(meta)}
+        if backend == BACKEND:
+            expected_backend = applied_like_flagscale(upstreams[BACKEND], pin, files, tmp)
         if keys is not None:
             files = {
                 (f"{name}.encrypted" if name.endswith(".patch") else name): (
@@ -147,6 +146,18 @@ def make_legacy_origin(
     commit_all(root, "history")
     expected_flagscale.pop("hardware/patch_history.yaml", None)
     return LegacyOrigin(root, base, pin, commit, expected_backend, expected_flagscale)
+
+
+def applied_like_flagscale(upstream: Path, pin: str, files: dict, tmp: Path) -> dict:
+    """What FlagScale's tool makes of the stored patch files: each applied to the pin with plain
+    ``git apply`` (strict, then --whitespace=fix), in a scratch clone."""
+    work = scratch_clone(upstream, pin, tmp / "expected")
+    for name in sorted(files):
+        if name.endswith(".patch"):
+            patch = tmp / "piece.patch"
+            patch.write_bytes(files[name] if isinstance(files[name], bytes) else b"")
+            apply_like_flagscale(work, patch)
+    return snapshot(work, skip=(".git",))
 
 
 def build(root: Path, **options) -> Path:
@@ -197,10 +208,24 @@ def test_encrypted_legacy_sets_need_the_private_key(tmp_path: Path) -> None:
     check_tree(origin, build(user, key_paths=(wrong, keys / "private_key.pem"), force=True))
 
 
-def test_legacy_sets_apply_with_whitespace_fix_like_the_older_tool(tmp_path: Path) -> None:
+def test_legacy_sets_keep_added_trailing_whitespace_like_the_tool(tmp_path: Path) -> None:
     origin = make_legacy_origin(tmp_path / "origin", whitespace=True)
     user = clone_user(origin.root, tmp_path / "user")
     check_tree(origin, build(user))
+    built = user / "build" / DEVICE / "third_party" / BACKEND / "megatron/vendor.py"
+    assert built.read_bytes() == b"VENDOR = 'iluvatar'   \n"
+
+
+def test_a_binary_change_git_skips_is_skipped_and_named(tmp_path: Path) -> None:
+    """The tool cut the blank line that ends a binary hunk at the end of diff.patch: git skips
+    that file's change (exit 0), so FlagScale's tree keeps the old file; so does the build."""
+    origin = make_legacy_origin(tmp_path / "origin", layout="single")
+    user = clone_user(origin.root, tmp_path / "user")
+    result = inv(user, "build", "--device", DEVICE, "--task", "train")
+    check_tree(origin, user / "build" / DEVICE)
+    assert origin.backend_files["weights.bin"] == ("file", UPSTREAM["weights.bin"])
+    assert f"hardware/{DEVICE}/{BACKEND}/diff.patch: corrupt binary patch at line" in result.stdout
+    assert "git skips this part (as it did in FlagScale's tool)" in result.stdout
 
 
 def test_backends_commit_other_than_the_gitlink_is_used(tmp_path: Path) -> None:

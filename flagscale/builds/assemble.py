@@ -11,12 +11,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from flagscale.builds.write_failures import failure_from_git
 from flagscale.core.errors import FlagScaleError
-from flagscale.core.gitcli import GitError, git
+from flagscale.core.gitcli import GitError, GitResult, git, git_result
 from flagscale.core.paths import check_relative
+from flagscale.core.treelinks import tree_symlinks
+from flagscale.vendor.legacy_apply import (
+    WHITESPACE_FIX,
+    LegacyApplyError,
+    Piece,
+    apply_like_flagscale,
+)
 
 __all__ = [
     "Assembler",
@@ -25,6 +33,7 @@ __all__ = [
     "PatchPiece",
     "describe_apply_failure",
     "patch_paths",
+    "piece_for_path",
 ]
 
 # Settings that keep a build independent of the user's git configuration and offline.
@@ -64,20 +73,21 @@ class Component:
     prefix: str
     base_tree: str
     pieces: tuple[PatchPiece, ...] = ()
-    whitespace_fix: bool = False  # FlagScale's older tool applied with --whitespace=fix
+    legacy: bool = False  # applied as FlagScale's tools/patch applies it (vendor.legacy_apply)
 
     @property
     def patch(self) -> bytes:
-        """All pieces as one patch (pieces are whole per-file diffs, so plain concatenation)."""
+        """All pieces as one patch (pieces are whole per-file diffs, so plain concatenation).
+
+        Pieces of a legacy set are taken as stored: FlagScale's tool applied those bytes.
+        """
+        if self.legacy:
+            return b"".join(piece.text for piece in self.pieces)
         return b"".join(_terminated(piece.text) for piece in self.pieces)
 
 
 def _terminated(text: bytes) -> bytes:
-    """``text`` ending in a newline, and in the blank line a final binary hunk needs.
-
-    FlagScale's older tool stripped the trailing newlines of its diffs, which cuts the blank
-    line off a binary hunk at the very end; git then skips that file with only a warning.
-    """
+    """``text`` ending in a newline, and in the blank line a final binary hunk needs."""
     if not text:
         return text
     if not text.endswith(b"\n"):
@@ -100,6 +110,7 @@ class Assembler:
         self.empty = work / "empty"
         self.empty.mkdir(exist_ok=True)
         self._holds: dict[str, str] = {}  # temp index name → the tree it holds unchanged
+        self.notes: list[str] = []  # what legacy sets needed (whitespace fallback, skipped parts)
 
     def env(self, index: str, *, work_tree: Path | None = None) -> dict[str, str]:
         """Environment pointing git at the scratch repository, a temp index and our objects."""
@@ -114,11 +125,30 @@ class Assembler:
         return env
 
     def run(self, args: Sequence[str], index: str, **kwargs: object) -> bytes:
-        """Run git against the temp index ``index``."""
+        """Run git against the temp index ``index``.
+
+        A failure to write (full disk, read-only folder) raises WriteFailure naming the path,
+        never a message that would blame a patch.
+        """
         work_tree = kwargs.pop("work_tree", self.empty)
         env: Mapping[str, str] = self.env(index, work_tree=work_tree)  # type: ignore[arg-type]
         cwd = kwargs.pop("cwd", work_tree)
-        return git([*_NEUTRAL_CONFIG, *args], cwd, env=env, **kwargs)  # type: ignore[arg-type]
+        try:
+            return git([*_NEUTRAL_CONFIG, *args], cwd, env=env, **kwargs)  # type: ignore[arg-type]
+        except GitError as exc:
+            failure = failure_from_git(exc.stderr, self.work.parent)
+            if failure is not None:
+                raise failure from None
+            raise
+
+    def symlinks(self, tree: str) -> dict[str, str]:
+        """Every symlink of ``tree`` with its target."""
+        return tree_symlinks(lambda args, stdin: self.run(args, "links", stdin=stdin), tree)
+
+    def run_result(self, args: Sequence[str], index: str, *, stdin: bytes) -> GitResult:
+        """Run git against the temp index ``index``; the caller reads the exit status."""
+        env = self.env(index, work_tree=self.empty)
+        return git_result([*_NEUTRAL_CONFIG, *args], self.empty, stdin=stdin, env=env)
 
     def patched_tree(self, component: Component, *, three_way: bool = False) -> str:
         """The tree of ``component`` with its patches applied; PatchApplyError names the hunk.
@@ -130,11 +160,11 @@ class Assembler:
             return component.base_tree
         index = f"c-{_safe(component.name)}"
         self.run(["read-tree", component.base_tree], index)
+        if component.legacy and not three_way:
+            return self._legacy_tree(component, index)
         patch = component.patch
-        self.check_patch_paths(patch, component)
+        self.check_patch_paths(patch, component, read_all=not component.legacy)
         args = ["apply", "--cached", "--binary"]
-        if component.whitespace_fix:
-            args.append("--whitespace=fix")
         if three_way:
             args.append("--3way")
         try:
@@ -142,6 +172,42 @@ class Assembler:
         except GitError as exc:
             raise PatchApplyError(describe_apply_failure(exc.stderr, component)) from None
         return self.run(["write-tree"], index).decode().strip()
+
+    def _legacy_tree(self, component: Component, index: str) -> str:
+        """The tree of a legacy component, its files applied as FlagScale's tool applies them."""
+        self.check_legacy_paths(component)
+
+        def apply(args: list[str], patch: bytes) -> tuple[int, str]:
+            result = self.run_result(["apply", "--cached", *args, "-"], index, stdin=patch)
+            return result.returncode, result.stderr
+
+        def reset() -> None:
+            self.run(["read-tree", component.base_tree], index)
+
+        pieces = [Piece(piece.label, piece.text) for piece in component.pieces]
+        try:
+            applied = apply_like_flagscale(apply, reset, pieces)
+        except LegacyApplyError as exc:
+            alone = replace(component, pieces=(PatchPiece(exc.piece.label, exc.piece.text),))
+            message = describe_apply_failure(exc.stderr, alone)
+            raise PatchApplyError(
+                f"{message} (also with {WHITESPACE_FIX}, as FlagScale's tool tries)", hint=exc.hint
+            ) from None
+        self.notes += applied.notes()
+        return self.run(["write-tree"], index).decode().strip()
+
+    def check_legacy_paths(self, component: Component) -> None:
+        """``check_patch_paths`` for the stored files of a legacy set: all at once, or file by
+        file when git cannot read them together (a file git cannot read is left to the apply)."""
+        try:
+            self.check_patch_paths(component.patch, component, read_all=False)
+        except PatchApplyError:
+            for piece in component.pieces:
+                args = ["apply", "--numstat", "-z", "-"]
+                numstat = self.run_result(args, "paths", stdin=piece.text)
+                if numstat.returncode == 0:
+                    for path in patch_paths(numstat.stdout):
+                        check_relative(path, piece.label)
 
     def combined_tree(self, root_tree: str, parts: Mapping[str, str]) -> str:
         """One tree: ``root_tree`` with each ``prefix → tree`` of ``parts`` grafted in."""
@@ -201,8 +267,11 @@ class Assembler:
         diff = ["diff-index", "--cached", "-p", "--binary", "--full-index", "--no-renames"]
         return self.run([*diff, tree, "--", ".", *own], index, work_tree=folder, cwd=folder)
 
-    def check_patch_paths(self, patch: bytes, component: Component) -> None:
-        """Refuse a patch naming a path outside its tree (absolute, ``..``, ``.git``)."""
+    def check_patch_paths(
+        self, patch: bytes, component: Component, *, read_all: bool = True
+    ) -> None:
+        """Refuse a patch naming a path outside its tree (absolute, ``..``, ``.git``), and with
+        ``read_all`` one with a section git could not read."""
         try:
             numstat = self.run(["apply", "--numstat", "-z", "-"], "paths", stdin=patch)
         except GitError as exc:
@@ -213,7 +282,8 @@ class Assembler:
                 check_relative(path, component.name)
             except FlagScaleError:  # name the patch file only now: finding it costs a scan
                 check_relative(path, _label_for_path(component, path))
-        self.check_all_read(patch, paths, component)
+        if read_all:
+            self.check_all_read(patch, paths, component)
 
     def check_all_read(self, patch: bytes, paths: list[str], component: Component) -> None:
         """Refuse a patch with a file section git could not read (it skips those, exit 0)."""
@@ -230,6 +300,16 @@ class Assembler:
                     " it and would skip it)",
                     hint="restore the patch file from git, or ask the vendor to regenerate it",
                 )
+
+    def entries(self, tree: str) -> dict[str, tuple[str, str]]:
+        """Every file of ``tree``: path → (mode, blob id)."""
+        raw = self.run(["ls-tree", "-r", "-z", "--full-tree", tree], "list")
+        found = {}
+        for record in filter(None, raw.split(b"\0")):
+            meta, _, name = record.partition(b"\t")
+            mode, _kind, oid = meta.decode().split()
+            found[name.decode("utf-8", "surrogateescape")] = (mode, oid)
+        return found
 
     def unmerged(self, index: str) -> list[str]:
         """Paths with conflict stages in temp index ``index``."""
@@ -323,6 +403,15 @@ def locate_hunk(component: Component, path: str, old_line: int) -> tuple[str, st
                     header = text.split("@@")[1].strip()
                     return piece.label, f"@@ {header} @@ (line {number})"
     return _label_for_path(component, path), f"at line {old_line}"
+
+
+def piece_for_path(component: Component, path: str) -> str | None:
+    """The label of the patch file that changes ``path`` (relative to the component), if any."""
+    for piece in component.pieces:
+        for text in piece.text.decode("utf-8", "surrogateescape").splitlines():
+            if text.startswith("diff --git ") and _header_names(text, path):
+                return piece.label
+    return None
 
 
 def _label_for_path(component: Component, path: str) -> str:

@@ -14,10 +14,12 @@ memory and in the build's private staging folder only.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,36 +27,52 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flagscale import __version__
-from flagscale.builds.assemble import Assembler, Component, PatchApplyError, PatchPiece
+from flagscale.builds.assemble import (
+    Assembler,
+    Component,
+    PatchApplyError,
+    PatchPiece,
+    piece_for_path,
+)
 from flagscale.builds.fingerprint import (
     RECORD_NAME,
     STATE_NAME,
     BuildRecord,
     FolderState,
+    StateFormatError,
     fingerprint_of,
+    hand_changes,
     read_record,
     read_state,
     record_bytes,
-    scan_folder,
+    write_state,
 )
 from flagscale.builds.lock import (
+    BuildLockedError,
     DeviceLock,
     clean_stale,
     remove_tree,
     replace_directory,
     staging_path,
+    stale_leftovers,
 )
 from flagscale.builds.plan import BuildPlan, plan_device
 from flagscale.builds.results_check import Expectation, check_results
+from flagscale.builds.write_failures import reported_write_failures
 from flagscale.core.atomic import write_atomically
+from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git
+from flagscale.core.paths import check_links
 from flagscale.core.progress import Progress
+from flagscale.core.savededits import save_new_patch
 from flagscale.core.schema import validate
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
+from flagscale.vendor.keyring import KeyRing
 from flagscale.vendor.stored_sets import GIT_SETS, SetPlan, SetSource, read_blobs
 
 __all__ = [
+    "assemble_trees",
     "BUILD_DIR",
     "HETERO_MAP",
     "BuildRequest",
@@ -108,16 +126,75 @@ def build_devices(ws: Workspace, request: BuildRequest) -> dict[str, Path]:
         raise FlagScaleError(
             "no --device given", hint="name a device type, e.g. --device Metax_C550"
         )
+    root = request.root or _checked_build_root(ws)
     plans = _plan_all(ws, devices, request)
-    root = request.root or build_root(ws)
-    pending = [plan for plan in plans if not _up_to_date(root, plan, request)]
+    for plan in plans:
+        _refuse_linked_target(root / plan.device_type)
+    pending = []
+    for plan in plans:
+        if _up_to_date(root, plan, request):
+            _clean_dead_builds(root, plan.device_type, request)
+        else:
+            pending.append(plan)
     if pending:
         _scratch(ws)  # create the scratch repository once, before any thread needs it
     _run_builds(ws, pending, request)
     result = {plan.device_type: root / plan.device_type for plan in plans}
     if len(devices) > 1:
-        _write_hetero_map(root, result, request)
+        with reported_write_failures(root / HETERO_MAP, _shown):
+            _write_hetero_map(root, result, request)
     return result
+
+
+# --- where builds go ---------------------------------------------------------------------------
+
+
+def _checked_build_root(ws: Workspace) -> Path:
+    """``build/``, refused when it is a symlink: a build never writes through a link it did not
+    make into a folder the user did not name (another clone, a source tree)."""
+    root = build_root(ws)
+    if root.is_symlink():
+        raise FlagScaleError(
+            f"{BUILD_DIR} in {ws.root} is a symlink (to {os.readlink(root)}): inv build writes"
+            f" build trees only into a {BUILD_DIR}/ folder of the workspace, never through a link",
+            hint=f"replace the link by a folder (from {shlex.quote(str(ws.root))}:"
+            f" rm {BUILD_DIR} && mkdir {BUILD_DIR}) and build again; to build on another disk,"
+            " clone FlagScale there",
+        )
+    if root.exists() and not root.is_dir():
+        raise FlagScaleError(
+            f"{BUILD_DIR} in {ws.root} is a file, not a folder",
+            hint=f"move it away and build again ({BUILD_DIR}/ holds the build trees)",
+        )
+    return root
+
+
+def _refuse_linked_target(target: Path) -> None:
+    """``build/<V_M>`` must be the folder a build made, not a link to someone else's tree."""
+    if target.is_symlink():
+        raise FlagScaleError(
+            f"{_shown(target)} is a symlink (to {os.readlink(target)}): a build tree is a folder"
+            " inv build makes itself; it neither writes through the link nor replaces it",
+            hint=f"remove the link (rm {_shown(target)}; what it points to stays as it is) and"
+            " build again",
+        )
+
+
+def _clean_dead_builds(root: Path, device_type: str, request: BuildRequest) -> None:
+    """Remove what killed builds of ``device_type`` left in ``build/``, even when there is
+    nothing to build. A live builder holds the lock: its staging folder is left alone."""
+    if not stale_leftovers(root, device_type):
+        return
+    try:
+        with DeviceLock(root, device_type):
+            clean_stale(root, device_type)
+    except BuildLockedError:
+        return
+    except OSError as exc:
+        request.report(
+            f"warning: could not remove what a killed build of {device_type} left in"
+            f" {BUILD_DIR}/ ({exc.strerror}); the next build removes it"
+        )
 
 
 # --- planning ---------------------------------------------------------------------------------
@@ -206,14 +283,17 @@ def _up_to_date(root: Path, plan: BuildPlan, request: BuildRequest) -> bool:
 
 def _hand_changes(target: Path, limit: int = 3) -> list[str]:
     """Files under ``target`` changed since the build wrote them (first ``limit``)."""
-    recorded = read_state(target)
+    try:
+        recorded = read_state(target)
+    except StateFormatError:
+        return [f"its {STATE_NAME} is from an older version of the tool, which could miss edits"]
     if recorded is None:
         return [f"its {STATE_NAME} is missing or damaged"]
-    return recorded.differences(scan_folder(target), limit)
+    return hand_changes(target, recorded, limit)
 
 
 def _where(plan: BuildPlan) -> str:
-    return f"FlagScale {plan.flagscale_base[:12]}, patch sets of {plan.choice.commit[:12]}"
+    return f"FlagScale {plan.flagscale_base[:12]}, {plan.choice.described}"
 
 
 def _shown(path: Path) -> str:
@@ -225,7 +305,8 @@ def _shown(path: Path) -> str:
 
 
 def _edits_path(target: Path) -> Path:
-    return target.with_name(f"{target.name}.edits.patch")
+    """How saved edits are named (``build/<V_M>.edits-<UTC time>.patch``), for messages."""
+    return target.with_name(f"{target.name}.edits-<time>.patch")
 
 
 # --- running builds ---------------------------------------------------------------------------
@@ -269,34 +350,60 @@ def _build_one(
     target = root / plan.device_type
     stream = None if request.progress else io.StringIO()
     progress = Progress(f"build {plan.device_type}", total=4, stream=stream)
-    with DeviceLock(root, plan.device_type):
+    with reported_write_failures(target, _shown), DeviceLock(root, plan.device_type):
         clean_stale(root, plan.device_type)
         if _up_to_date(root, plan, request):  # someone built it while we waited
             return target
         container = staging_path(root, plan.device_type)
         container.mkdir(parents=True)
+        crash_point("build:staging-made")
         try:
-            progress.step(f"reading patch sets at {plan.choice.commit[:12]}")
+            progress.step(f"reading {plan.choice.described}")
             assembler = Assembler(_scratch(ws), container / "git")
-            keys = _KeyRing(request.key_paths)
+            keys = KeyRing(request.key_paths)
             components = _components(ws, plan, bases, keys)
             progress.step("applying patch sets")
             checks = _expectations(ws, plan, keys)
-            tree = _assemble(root, plan, components, assembler, checks, request.report)
+            tree = _assemble(ws, root, plan, components, assembler, checks, request.report)
+            for note in assembler.notes:
+                request.report(f"{plan.device_type}: {note}")
             progress.step(f"writing {_shown(target)}")
             staged = container / "tree"
             assembler.write_out(tree, staged)
+            crash_point("build:tree-written")
             if target.exists():
-                _save_edits(target, tree, assembler, request)
+                _save_edits(ws, target, tree, assembler, request)
             _write_record(staged, plan, tree)
             remove_tree(container / "git")
             progress.step("swapping in")
             replace_directory(staged, target)
         finally:
-            remove_tree(container)
-        remove_tree(_conflicts_path(target))
+            _remove_quietly(container)
+        _remove_quietly(_conflicts_path(target))
     progress.finish(f"built {_shown(target)} ({_where(plan)})")
     return target
+
+
+def _remove_quietly(path: Path) -> None:
+    """Remove a folder of this build; one that resists (a full or read-only disk) is left for
+    the next build to remove, and never hides the error that is already being reported."""
+    with contextlib.suppress(OSError):
+        remove_tree(path)
+
+
+def assemble_trees(
+    ws: Workspace, plan: BuildPlan, key_paths: Sequence[Path], work: Path
+) -> tuple[dict[str, str], Assembler]:
+    """The tree of each part of ``plan``'s build (prefix → tree id: "" for FlagScale's own
+    files, ``third_party/<backend>`` for each backend), made exactly as ``inv build`` makes them,
+    without writing the files out. The new objects go under ``work``; the returned Assembler
+    reads them (``entries``) until ``work`` is removed."""
+    bases = _base_trees(ws, plan, {})
+    request = BuildRequest(devices=(plan.device_type,), key_paths=tuple(key_paths))
+    components = _components(ws, plan, bases, request)
+    assembler = Assembler(_scratch(ws), work)
+    trees = {c.prefix: assembler.patched_tree(c, three_way=False) for c in components}
+    return trees, assembler
 
 
 def _write_record(staged: Path, plan: BuildPlan, tree: str) -> None:
@@ -309,7 +416,7 @@ def _write_record(staged: Path, plan: BuildPlan, tree: str) -> None:
         tool_version=__version__,
     )
     (staged / RECORD_NAME).write_bytes(record_bytes(record))
-    (staged / STATE_NAME).write_bytes(scan_folder(staged).to_bytes())
+    write_state(staged)
 
 
 # --- components: what gets patched where -----------------------------------------------------
@@ -327,10 +434,10 @@ def assemble_tree(
 
     The same assembly and checks as a build (no ``--3way``): for tools that compare builds.
     """
-    keys = _KeyRing(key_paths)
+    keys = KeyRing(key_paths)
     components = _components(ws, plan, _base_trees(ws, plan, {}), keys)
     checks = _expectations(ws, plan, keys)
-    return _assemble(build_root(ws), plan, components, assembler, checks, report)
+    return _assemble(ws, build_root(ws), plan, components, assembler, checks, report)
 
 
 def read_patches(
@@ -339,12 +446,12 @@ def read_patches(
     """backend → its set's patch files as the build applies them (checked, decrypted)."""
     files = [f for s in plan.sets.values() for f in s.files]
     blobs = read_blobs(ws, [f.blob for f in files if f.data is None])
-    keys = _KeyRing(key_paths)
+    keys = KeyRing(key_paths)
     return {name: _pieces(patch_set, blobs, keys) for name, patch_set in plan.sets.items()}
 
 
 def _components(
-    ws: Workspace, plan: BuildPlan, bases: dict[str, str], keys: _KeyRing
+    ws: Workspace, plan: BuildPlan, bases: dict[str, str], keys: KeyRing
 ) -> list[Component]:
     """Each part of the tree with its base tree and its (decrypted) patch pieces."""
     files = [f for s in plan.sets.values() for f in s.files]
@@ -358,7 +465,7 @@ def _components(
                 prefix="" if name == FLAGSCALE else f"third_party/{name}",
                 base_tree=bases[name],
                 pieces=_pieces(patch_set, blobs, keys),
-                whitespace_fix=bool(patch_set and patch_set.whitespace_fix),
+                legacy=bool(patch_set and patch_set.layout == "legacy"),
             )
         )
     return components
@@ -403,7 +510,7 @@ def _ensure_pin(ws: Workspace, name: str, pin: str, declared_at: str) -> None:
 
 
 def _pieces(
-    patch_set: SetPlan | None, blobs: dict[str, bytes], keys: _KeyRing
+    patch_set: SetPlan | None, blobs: dict[str, bytes], keys: KeyRing
 ) -> tuple[PatchPiece, ...]:
     """The set's patch files, checked against their recorded sha256 and decrypted, in order."""
     if patch_set is None:
@@ -423,73 +530,10 @@ def _pieces(
     return tuple(pieces)
 
 
-class _KeyRing:
-    """The ``--key-path`` files, loaded on demand and matched to a set by its key id."""
-
-    def __init__(self, paths: Sequence[Path]) -> None:
-        self.paths = list(dict.fromkeys(Path(p) for p in paths))
-        self._keys: dict[Path, bytes] = {}
-
-    def decrypt(
-        self, patch_set: SetPlan, path: str, name: str, scheme: str | None, data: bytes
-    ) -> bytes:
-        if not self.paths:
-            expected = f" with key {patch_set.key_id}" if patch_set.key_id else ""
-            contact = f"ask {patch_set.contact} for it" if patch_set.contact else "ask the vendor"
-            raise FlagScaleError(
-                f"{path} is encrypted{expected}: no --key-path given",
-                hint=f"{contact}, then pass --key-path <key file>",
-            )
-        if scheme == "legacy":
-            return self._decrypt_legacy(path, data)
-        from flagscale.vendor import crypto
-
-        key, label = self._fsenc_key(patch_set)
-        return crypto.decrypt_file_bytes(data, key, name=name, source=path, key_label=label)
-
-    def key_for(self, patch_set: SetPlan) -> bytes:
-        """The key of an encrypted set (after its files were decrypted with it)."""
-        return self._fsenc_key(patch_set)[0]
-
-    def _fsenc_key(self, patch_set: SetPlan) -> tuple[bytes, str]:
-        from flagscale.vendor import crypto
-
-        loaded: list[tuple[bytes, str]] = []
-        failure: FlagScaleError | None = None
-        for path in self.paths:
-            try:
-                key = self._keys.get(path) or crypto.load_key(
-                    path, contact=patch_set.contact or None
-                )
-            except FlagScaleError as exc:
-                failure = failure or exc
-                continue
-            self._keys[path] = key
-            if crypto.key_id(key) == patch_set.key_id:
-                return key, str(path)
-            loaded.append((key, str(path)))
-        if loaded:
-            return loaded[0]  # the wrong key: decryption names the expected one
-        assert failure is not None
-        raise failure
-
-    def _decrypt_legacy(self, path: str, data: bytes) -> bytes:
-        from flagscale.vendor.legacy_crypto import decrypt_legacy
-
-        failure: FlagScaleError | None = None
-        for key_path in self.paths:
-            try:
-                return decrypt_legacy(data, key_path, source=path)
-            except FlagScaleError as exc:
-                failure = failure or exc
-        assert failure is not None
-        raise failure
-
-
 # --- applying ---------------------------------------------------------------------------------
 
 
-def _expectations(ws: Workspace, plan: BuildPlan, keys: _KeyRing) -> dict[str, Expectation]:
+def _expectations(ws: Workspace, plan: BuildPlan, keys: KeyRing) -> dict[str, Expectation]:
     """backend → what its set promises to produce (checked after its patches are applied)."""
     state = ws.state_dir
     expectations = {}
@@ -503,6 +547,7 @@ def _expectations(ws: Workspace, plan: BuildPlan, keys: _KeyRing) -> dict[str, E
 
 
 def _assemble(
+    ws: Workspace,
     root: Path,
     plan: BuildPlan,
     components: list[Component],
@@ -512,7 +557,9 @@ def _assemble(
 ) -> str:
     """The whole build tree's id; with ``--3way``, conflicts go to ``build/<V_M>.conflicts/``.
 
-    Each patched component is checked against what its set was made to produce."""
+    Each patched component is checked against what its set was made to produce, and every
+    symlink of the tree as assembled is checked (``flagscale.core.paths.check_links``).
+    """
     trees: dict[str, str] = {}
     conflicts: list[tuple[Component, PatchApplyError]] = []
     for component in components:
@@ -531,9 +578,49 @@ def _assemble(
                 assembler, component, tree, check, three_way=plan.three_way, report=report
             )
     if conflicts:
-        _leave_conflicts(root, plan, conflicts, assembler)
+        _leave_conflicts(ws, root, plan, conflicts, components, assembler)
     parts = {prefix: tree for prefix, tree in trees.items() if prefix}
-    return assembler.combined_tree(trees[""], parts)
+    combined = assembler.combined_tree(trees[""], parts)
+    _check_links(ws, plan, components, assembler.symlinks(combined))
+    return combined
+
+
+def _check_links(
+    ws: Workspace, plan: BuildPlan, components: list[Component], links: dict[str, str]
+) -> None:
+    """No symlink of the build tree leads out of the part (FlagScale, a backend) it is in."""
+    if not links:
+        return
+    roots = [component.prefix for component in components]
+    check_links(links, lambda path: _link_source(ws, plan, components, path), roots)
+
+
+def _link_source(ws: Workspace, plan: BuildPlan, components: list[Component], path: str) -> str:
+    """``path`` of the build tree with what put it there: a patch file, the base layer, the
+    upstream pin, or FlagScale's own files (for error messages only)."""
+    holders = [c for c in components if c.prefix and path.startswith(f"{c.prefix}/")]
+    component = holders[0] if holders else next(c for c in components if not c.prefix)
+    inner = path[len(component.prefix) + 1 :] if component.prefix else path
+    label = piece_for_path(component, inner)
+    if label is not None:
+        return f"{label}: {path}"
+    base = plan.flagscale_base[:12]
+    if not component.prefix:
+        layers = [b.layer for b in ws.backends.values()]
+        if any(path.startswith(f"{layer}/") for layer in layers):
+            return f"{path} (the base layer at FlagScale {base})"
+        return f"{path} (FlagScale's files at {base})"
+    backend = ws.backend(component.name)
+    if _in_layer(ws, backend.layer, plan.flagscale_base, inner):
+        return f"{backend.layer}/{inner} (the base layer at FlagScale {base})"
+    pin = plan.pins.get(component.name, "")
+    return f"{path} (upstream {component.name} at {pin[:12]})"
+
+
+def _in_layer(ws: Workspace, layer: str, commit: str, inner: str) -> bool:
+    from flagscale.overlay.layered_trees import scratch_repo, tree_entries
+
+    return any(e.path == inner for e in tree_entries(scratch_repo(ws), commit, layer))
 
 
 def _check_reach(component: Component) -> None:
@@ -559,9 +646,11 @@ def _conflicts_path(target: Path) -> Path:
 
 
 def _leave_conflicts(
+    ws: Workspace,
     root: Path,
     plan: BuildPlan,
     failures: list[tuple[Component, PatchApplyError]],
+    components: list[Component],
     assembler: Assembler,
 ) -> None:
     """Write the 3-way merge results of the failed components and report their conflicts."""
@@ -576,6 +665,7 @@ def _leave_conflicts(
                 raise error
             prefix = f"{component.prefix}/" if component.prefix else ""
             conflicted += [f"{prefix}{path}" for path in paths]
+        _check_links(ws, plan, components, _folder_links(staging))
         replace_directory(staging, target)
     finally:
         remove_tree(staging)
@@ -589,33 +679,55 @@ def _leave_conflicts(
     )
 
 
+def _folder_links(folder: Path) -> dict[str, str]:
+    """Every symlink under ``folder`` (relative path → target), as written on disk."""
+    links: dict[str, str] = {}
+    for base, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(base, name)
+            if os.path.islink(path):
+                links[os.path.relpath(path, folder).replace(os.sep, "/")] = os.readlink(path)
+    return links
+
+
 # --- saving hand edits ------------------------------------------------------------------------
 
 
-def _save_edits(target: Path, tree: str, assembler: Assembler, request: BuildRequest) -> None:
-    """Before ``--force`` replaces a changed build, save its changes as a patch file."""
-    record = read_record(target)
-    if record is not None:
-        recorded = read_state(target)
-        current = scan_folder(target)
-        if recorded is not None and not recorded.differences(current, 1):
-            return
-        paths = _changed_paths(recorded, current) if recorded is not None else None
-    else:
-        paths = None
+def _save_edits(
+    ws: Workspace, target: Path, tree: str, assembler: Assembler, request: BuildRequest
+) -> None:
+    """Before ``--force`` replaces a changed build, save its changes as a new patch file.
+
+    Each save gets a name of its own (``build/<V_M>.edits-<UTC time>.patch``): a saved patch is
+    never overwritten, by a later ``--force`` or anything else.
+    """
+    paths: list[str] | None = None
+    if read_record(target) is not None:
+        recorded = _recorded_state(target)
+        if recorded is not None:
+            paths = [line[2:] for line in hand_changes(target, recorded, limit=1 << 30)]
+            if not paths:
+                return
     patch = assembler.diff_folder(tree, target, paths)
     if not patch:
         return
-    edits = _edits_path(target)
-    write_atomically(edits, patch, mode=0o600)
+    edits = save_new_patch(target.parent, f"{target.name}.edits", patch)
+    crash_point("build:edits-saved")
+    restore = (
+        f"git -C {shlex.quote(str(ws.root))} apply"
+        f" --directory={shlex.quote(_shown(target))} {shlex.quote(_shown(edits))}"
+    )
     request.report(
         f"saved the changes made in {_shown(target)} to {_shown(edits)}"
-        f" (to restore them: git apply --directory={_shown(target)} {_shown(edits)})"
+        f" (to restore them on the new build, from any folder: {restore})"
     )
 
 
-def _changed_paths(recorded: FolderState, current: FolderState) -> list[str]:
-    return [line[2:] for line in recorded.differences(current, limit=1 << 30)]
+def _recorded_state(target: Path) -> FolderState | None:
+    try:
+        return read_state(target)
+    except StateFormatError:
+        return None
 
 
 # --- the heterogeneous map --------------------------------------------------------------------

@@ -8,26 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from invoke.tasks import Task
+from typing import TYPE_CHECKING
 
 from flagscale.core.errors import FlagScaleError
 
 if TYPE_CHECKING:
     from flagscale.vendor.stored_sets import SetSource
 
-__all__ = ["BuildTask", "build_command", "unpatch_device_command"]
-
-
-class BuildTask(Task):
-    """An invoke task whose ``three_way`` flag is also spelled ``--3way``, as git spells it."""
-
-    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
-        opts = super().arg_opts(name, default, taken_names)
-        if name == "three_way":
-            opts["names"] = ["3way", "three-way"]
-        return opts
+__all__ = ["build_command", "unpatch_device_command"]
 
 
 def build_command(
@@ -42,15 +30,24 @@ def build_command(
     force: bool = False,
     start: Path | None = None,
     source: SetSource | None = None,
+    work_tree: bool = False,
 ) -> dict[str, Path]:
     """``inv build --device V_M ...``: build the device types' trees in the workspace.
 
     ``source`` says where the patch sets come from (default: the history commit's git objects;
-    ``flagscale.release.bundle_build`` passes a verified bundle's).
+    ``flagscale.release.bundle_build`` passes a verified bundle's). ``work_tree`` builds the
+    unrecorded sets in the work tree's ``hardware/<V_M>/`` (``inv build --work-tree``).
     """
     from flagscale.builds.builder import BuildRequest, build_devices
     from flagscale.upstream.workspace import find_workspace
     from flagscale.vendor.stored_sets import GIT_SETS
+
+    if work_tree:
+        from flagscale.vendor.worktree_sets import WorkTreeSets
+
+        if source is not None:
+            raise FlagScaleError("--work-tree and --bundle exclude each other")
+        source = WorkTreeSets()
 
     if jobs < 0:
         raise FlagScaleError(f"--jobs {jobs}: must be 0 (automatic) or more")

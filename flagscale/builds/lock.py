@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
 
 __all__ = [
@@ -27,7 +28,9 @@ __all__ = [
     "DeviceLock",
     "clean_stale",
     "lock_path",
+    "remove_tree",
     "replace_directory",
+    "stale_leftovers",
     "staging_path",
 ]
 
@@ -59,7 +62,15 @@ class DeviceLock:
     def acquire(self) -> None:
         """Take the lock or raise BuildLockedError naming the live holder."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a symlink: the pid would be written wherever it points
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise FlagScaleError(
+                f"build/{self.path.name} is a symlink; the build's lock file must be a plain file",
+                hint=f"remove it (rm build/{self.path.name}) and build again",
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -112,13 +123,20 @@ def clean_stale(build_root: Path, name: str) -> None:
             os.rename(retired[-1], target)
             leftovers.remove(retired[-1])
     for leftover in leftovers:
+        crash_point("build:cleaning")
         remove_tree(leftover)
+
+
+def stale_leftovers(build_root: Path, name: str) -> list[Path]:
+    """The staging, retired and temporary siblings of ``build_root/<name>`` (alive or dead)."""
+    return sorted(_siblings(build_root, name))
 
 
 def _siblings(build_root: Path, name: str) -> Iterator[Path]:
     if not build_root.is_dir():
         return
-    marks = ("tmp-", "old-", "conflicts-tmp-", "edits.patch.tmp-", "json.tmp-")
+    # a saved-edits file's temporary name is .<name>.edits-<stamp>.patch.tmp-<pid>
+    marks = ("tmp-", "old-", "conflicts-tmp-", "edits-", "edits.patch.tmp-", "json.tmp-")
     prefixes = tuple(f".{name}.{mark}" for mark in marks)
     for entry in build_root.iterdir():
         if entry.name.startswith(prefixes):
@@ -131,12 +149,21 @@ def replace_directory(staging: Path, target: Path) -> None:
         os.rename(staging, target)
         return
     if _exchange(staging, target):
-        remove_tree(staging)  # now holds the previous tree
+        crash_point("build:swapped")
+        _remove_after_swap(staging)  # now holds the previous tree
         return
     retired = target.with_name(f".{target.name}{_OLD_MARK}{os.getpid()}")
     os.rename(target, retired)
+    crash_point("build:swap-halfway")
     os.rename(staging, target)
-    remove_tree(retired)
+    _remove_after_swap(retired)
+
+
+def _remove_after_swap(previous: Path) -> None:
+    """Remove the tree the swap replaced; if that fails the next build removes it (the new tree
+    is in place either way, so a failure here is no failure of the build)."""
+    with contextlib.suppress(OSError):
+        remove_tree(previous)
 
 
 def remove_tree(path: Path, attempts: int = 5) -> None:

@@ -29,7 +29,7 @@ from flagscale.vendor.stored_sets import (
 
 __all__ = ["BuildPlan", "plan_device"]
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2  # 2: legacy sets applied file by file as FlagScale's tool does
 
 
 @dataclass
@@ -59,7 +59,7 @@ class BuildPlan:
     def inputs(self) -> dict[str, Any]:
         """The fingerprinted inputs (schema build-record, ``inputs``)."""
         components = [self._component(FLAGSCALE)] + [self._component(b) for b in self.backends]
-        return {
+        inputs: dict[str, Any] = {
             "format": PLAN_FORMAT,
             "tool_version": __version__,
             "device_type": self.device_type,
@@ -70,6 +70,9 @@ class BuildPlan:
             "components": components,
             "options": {"three_way": self.three_way},
         }
+        if not self.choice.recorded:
+            inputs["sets_from"] = "work-tree"  # never the fingerprint of a recorded build
+        return inputs
 
     def _component(self, backend: str) -> dict[str, Any]:
         patch_set = self.sets.get(backend)
@@ -138,7 +141,7 @@ def _common_base(ws: Workspace, choice: HistoryChoice, sets: Mapping[str, SetPla
 
     bases = {s.flagscale_base for s in sets.values()}
     if all(s.layout == "legacy" for s in sets.values()):
-        return legacy.newest_base(ws, sorted(bases), choice)
+        return legacy.newest_base(ws, list(sets.values()), choice)
     if len(bases) != 1:
         listed = ", ".join(f"{s.backend} at {s.flagscale_base[:12]}" for s in sets.values())
         raise FlagScaleError(

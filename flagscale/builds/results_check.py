@@ -141,7 +141,7 @@ def _computed_once(
                 component.base_tree,
                 component.prefix,
                 hashlib.sha256(component.patch).hexdigest(),
-                component.whitespace_fix,
+                component.legacy,
                 three_way,
                 key is not None,
             ],

@@ -52,14 +52,57 @@ def fresh_build(
 
     The build comes from the history and patch sets as committed; nothing in the developer's
     ``build/`` or ``third_party/`` is used or touched. Returns the build tree.
+
+    Errors say when the cause is what a fresh clone cannot see (uncommitted changes to the
+    history or the sets), and name ``$FLAGSCALE_KEY_PATHS`` for encrypted sets.
     """
     from flagscale.builds.builder import BuildRequest, build_devices
     from flagscale.core.gitcli import git
+    from flagscale.vendor.keyring import MissingKeyError
+    from flagscale.vendor.stored_sets import GIT_SETS
 
     clone = folder / "workspace"
     git(["clone", "--quiet", "--shared", "--no-recurse-submodules", str(root), str(clone)], folder)
+    workspace = load_workspace(clone)
+    try:
+        GIT_SETS.choose(workspace, device_type, TASK, None, ())
+    except FlagScaleError as exc:
+        uncommitted = _uncommitted(root, device_type)
+        if not uncommitted:
+            raise
+        raise FlagScaleError(
+            f"{exc.message} in the committed state",
+            hint=f"CI builds a fresh clone of HEAD; your uncommitted changes to"
+            f" {', '.join(uncommitted)} are not in it: commit them",
+        ) from None
     request = BuildRequest(devices=(device_type,), task=TASK, key_paths=key_paths)
-    return build_devices(load_workspace(clone), request)[device_type]
+    try:
+        return build_devices(workspace, request)[device_type]
+    except MissingKeyError as exc:
+        raise FlagScaleError(
+            f"{exc.path} is encrypted{exc.with_key}: no key file in {KEY_PATHS_ENV}",
+            hint=f"{exc.ask}, then set {KEY_PATHS_ENV}=<key file> (several: separated by"
+            f" {os.pathsep!r}); in GitHub Actions the workflow fills it from the device type's"
+            " secret: see docs/ci.md",
+        ) from None
+
+
+def _uncommitted(root: Path, device_type: str) -> list[str]:
+    """The history and ``hardware/<V_M>/`` if either has changes a fresh clone would not see."""
+    from flagscale.core.gitcli import git
+    from flagscale.vendor.history import HISTORY
+
+    folder = f"{HISTORY.rsplit('/', 1)[0]}/{device_type}/"
+    listed = git(
+        ["status", "--porcelain", "-z", "--untracked-files=all", "--", HISTORY, folder], root
+    )
+    paths = [record[3:].decode("utf-8", "replace") for record in listed.split(b"\0") if record]
+    found = []
+    if HISTORY in paths:
+        found.append(HISTORY)
+    if any(path.startswith(folder) for path in paths):
+        found.append(folder)
+    return found
 
 
 def unpatch_and_test(

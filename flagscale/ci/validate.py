@@ -53,13 +53,15 @@ def validate_workspace(root: Path) -> list[str]:
     """Check every file the tool reads against its schema; returns the files checked.
 
     The workspace declaration, the base layers' deletion lists, the history, every patch set's
-    metadata, the smoke cases, the golden files, the device environment files and the CI
+    metadata (``diff.yaml`` of sets in FlagScale's older layout too), the smoke cases, the golden
+    files, the device environment files and the CI
     workflow. Raises on the first error.
     """
     from flagscale.runner.config import load_config
     from flagscale.runner.golden import load_golden
     from flagscale.runner.hooks import ENV_FILE, parse_env_file
     from flagscale.vendor.history import HISTORY, load_history
+    from flagscale.vendor.legacy import DIFF_YAML, is_metadata_name, parse_diff_yaml
     from flagscale.vendor.patchset import HARDWARE, parse_metadata
 
     ws = load_workspace(root)
@@ -75,6 +77,11 @@ def validate_workspace(root: Path) -> list[str]:
     for path in sorted(hardware.glob("*/*/metadata.yaml")):
         parse_metadata(path.read_bytes(), _relative(path, root))
         checked.append(_relative(path, root))
+    for path in sorted(hardware.glob("*/*/*.yaml")):  # FlagScale's older layout, kept as is
+        if path.name != "metadata.yaml" and is_metadata_name(path.name):
+            short = None if path.name == DIFF_YAML else path.name.removesuffix(".yaml")
+            parse_diff_yaml(path.read_bytes(), _relative(path, root), name_commit=short)
+            checked.append(_relative(path, root))
     for path in sorted(hardware.glob(f"*/{ENV_FILE}")):
         parse_env_file(path, {}, display=_relative(path, root))
         checked.append(_relative(path, root))

@@ -1,17 +1,44 @@
-"""Turning library errors into what a command-line user sees: one line and an exit code."""
+"""The command line's conventions, in one place: how flags are spelled, how their values are read,
+and how library errors become what a user sees (one line and an exit code).
+
+* Every task is made with ``task`` (a ``FlagScaleTask``): one spelling per idea in the docs, the
+  other accepted as an alias (``--device`` / ``--device-type``, ``--3way`` / ``--three-way``), and
+  short flags given on purpose (``SHORT_FLAGS``): one meaning in every task, never ``-h``.
+* Names (backends, tasks, device types) may come several after one flag, repeated, or separated
+  by spaces or commas (``split_names``); paths never are split (``paths``, ``key_files``).
+* A flag that does not apply to what was asked is refused (``refuse_flags``), never ignored.
+"""
 
 from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
 
+import invoke
+from invoke.collection import Collection
 from invoke.exceptions import Exit
+from invoke.tasks import Task
 
 from flagscale.core.errors import FlagScaleError
 
-__all__ = ["accept_space_separated_values", "report_errors", "split_names"]
+__all__ = [
+    "ALIASES",
+    "SHORT_FLAGS",
+    "FlagScaleTask",
+    "accept_space_separated_values",
+    "flag_names",
+    "key_files",
+    "paths",
+    "refuse_flags",
+    "remember_tasks_folder",
+    "report_errors",
+    "split_names",
+    "task",
+    "tasks_folder",
+]
 
 T = TypeVar("T")
 
@@ -42,29 +69,169 @@ def report_errors(verbose: bool, action: Callable[[], T]) -> T:
         raise Exit(code=2) from None
 
 
+# --- spelling: one name per idea, aliases, deliberate short flags ------------------------------
+
+# The other names an argument answers to; the first name is the one the docs use. A device type
+# is ``--device`` in build/smoke/bundle and ``--device-type`` in patch/unpatch/record-history
+# (FlagScale's own spelling); either is accepted everywhere.
+ALIASES: Mapping[str, tuple[str, ...]] = {
+    "device": ("device", "device-type"),
+    "device_type": ("device-type", "device"),
+    "three_way": ("3way", "three-way"),  # git's spelling first
+}
+
+# Short flags, given on purpose: each means one thing in every task (``-m`` is the commit
+# message, as in git). ``-h`` is always --help. Flags not listed have no short form.
+SHORT_FLAGS: Mapping[str, str] = {
+    "backend": "b",
+    "commit": "c",
+    "device": "d",
+    "device_type": "d",
+    "force": "f",
+    "jobs": "j",
+    "key_path": "k",
+    "message": "m",
+    "task": "t",
+    "verbose": "v",
+}
+
+
+class FlagScaleTask(Task):
+    """An invoke task spelled by ``ALIASES`` and ``SHORT_FLAGS`` instead of invoke's guesses.
+
+    invoke gives each flag the first letter of its name not yet taken, so ``-m`` was --models in
+    one task and --mode in another, and ``matrix -h`` was --html. Here nothing is guessed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["auto_shortflags"] = False
+        super().__init__(*args, **kwargs)
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        opts["names"] = [n for n in flag_names(name) if len(n) > 1 or n not in taken_names]
+        if name != opts["names"][0].replace("-", "_"):
+            opts["attr_name"] = name  # the function's parameter, whatever the first name
+        return opts
+
+
+def flag_names(parameter: str) -> list[str]:
+    """Every name a task parameter answers to: its spelling(s), then its short flag if any."""
+    names = list(ALIASES.get(parameter, (parameter.replace("_", "-"),)))
+    short = SHORT_FLAGS.get(parameter)
+    return names + [short] if short else names
+
+
+def task(*args: Any, **kwargs: Any) -> Any:
+    """``invoke.task`` making a ``FlagScaleTask``: use it for every task in tasks.py."""
+    kwargs.setdefault("klass", FlagScaleTask)
+    return invoke.task(*args, **kwargs)
+
+
+# --- values: names may be split, paths never --------------------------------------------------
+
+
 def split_names(values: list[str] | None) -> list[str]:
-    """Flags given as repeated options or space/comma-separated lists, flattened, order kept."""
+    """Names given as repeated flags or space/comma-separated lists, flattened, order kept."""
     names: list[str] = []
     for value in values or []:
         names.extend(part for part in value.replace(",", " ").split() if part)
     return list(dict.fromkeys(names))
 
 
-MULTI_VALUE_FLAGS = ("--backend", "--task", "--device", "--models")
+def paths(values: list[str] | str | None) -> list[str]:
+    """Paths given as repeated flags: each value is one path, never split (spaces, commas)."""
+    if values is None:
+        return []
+    given = [values] if isinstance(values, str) else values
+    return list(dict.fromkeys(value for value in given if value))
 
 
-def spread_values(argv: list[str], task_names: Iterable[str]) -> list[str]:
+def key_files(values: list[str] | None, flag: str = "--key-path") -> list[str]:
+    """Key files to read (never to create): each must exist, else one line naming it.
+
+    A key path that is not there is refused even when no patch set turns out to need it: it
+    is a typo that would bite the day a set is encrypted.
+    """
+    given = paths(values)
+    for value in given:
+        if not Path(value).expanduser().exists():
+            raise FlagScaleError(
+                f"{flag} {value}: no such file",
+                hint="check the path; a key file is never created here",
+            )
+    return given
+
+
+def refuse_flags(reason: str, **flags: object) -> None:
+    """Refuse, in one line, the flags among ``flags`` (parameter name → value) that were given.
+
+    ``reason`` completes the sentence ``--x does not apply <reason>`` (or ``applies only ...``
+    when it starts with ``only``).
+    """
+    given = [
+        "--" + name.replace("_", "-")
+        for name, value in flags.items()
+        if value not in (None, False, "", [], ())
+    ]
+    if not given:
+        return
+    verb = "applies" if reason.startswith("only") else "does not apply"
+    if len(given) > 1:
+        verb = "apply" if verb == "applies" else "do not apply"
+    raise Exit(f"error: {', '.join(given)} {verb} {reason}", code=1)
+
+
+# --- where the tasks are: `inv -r <clone>` run from another folder ----------------------------
+
+_tasks_folder: list[Path] = []
+
+
+def remember_tasks_folder(folder: Path) -> None:
+    """Note where the running ``tasks.py`` is: a command run outside any workspace
+    (``inv -r ~/FlagScale ...`` from another folder) then says which folder to ``cd`` into."""
+    _tasks_folder[:] = [folder.resolve()]
+
+
+def tasks_folder() -> list[Path]:
+    """The folder of the running ``tasks.py``, if ``remember_tasks_folder`` was told it."""
+    return list(_tasks_folder)
+
+
+# --- several values after one flag (seed 000's spelling) --------------------------------------
+
+
+def multi_value_flags(namespace: Collection) -> dict[str, set[str]]:
+    """Task name (and alias) → the spellings of its flags that take several values."""
+    flags: dict[str, set[str]] = {}
+    for name in namespace.task_names:
+        spellings = {
+            ("-" if len(spelling) == 1 else "--") + spelling
+            for parameter in namespace[name].iterable
+            for spelling in flag_names(parameter)
+        }
+        for alias in (name, *namespace.task_names[name]):
+            flags[alias] = spellings
+            flags[alias.replace("-", "_")] = spellings
+    return flags
+
+
+def spread_values(argv: Sequence[str], multi: Mapping[str, Iterable[str]]) -> list[str]:
     """Seed 000's spelling ``--backend Megatron-LM FlagScale`` as repeated flags.
 
-    Words after a multi-value flag, up to the next flag or task name, become one flag each:
-    ``--backend A B`` → ``--backend A --backend B``.
+    ``multi`` maps each task name to its flags that take several values. Words after such a
+    flag, up to the next flag or task name, become one flag each:
+    ``--backend A B`` → ``--backend A --backend B``. Each word stays whole (a path is one word).
     """
-    stop = set(task_names)
     spread: list[str] = []
+    current: set[str] = set()
     flag: str | None = None
     for word in argv:
-        if word.startswith("-") or word in stop:
-            flag = word if word in MULTI_VALUE_FLAGS else None
+        if word in multi:
+            current, flag = set(multi[word]), None
+            spread.append(word)
+        elif word.startswith("-"):
+            flag = word if word in current else None
             spread.append(word)
         elif flag and spread[-1] != flag:
             spread.extend([flag, word])
@@ -73,7 +240,7 @@ def spread_values(argv: list[str], task_names: Iterable[str]) -> list[str]:
     return spread
 
 
-def accept_space_separated_values(task_names: Iterable[str]) -> None:
+def accept_space_separated_values(namespace: Collection) -> None:
     """Let ``inv`` take several values after one flag, as FlagScale's tools always did.
 
     invoke reads task arguments after it has imported tasks.py; this rewrites the words it has
@@ -86,6 +253,6 @@ def accept_space_separated_values(task_names: Iterable[str]) -> None:
         program = frame.f_locals.get("self")
         if isinstance(program, Program) and getattr(program, "core", None) is not None:
             unparsed = program.core.unparsed
-            unparsed[:] = spread_values(list(unparsed), task_names)
+            unparsed[:] = spread_values(list(unparsed), multi_value_flags(namespace))
             return
         frame = frame.f_back

@@ -11,11 +11,22 @@ import os
 import re
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from flagscale.core.errors import FlagScaleError
 
-__all__ = ["GitError", "clean_env", "commit_id", "git", "git_ok", "git_text", "is_repository"]
+__all__ = [
+    "GitError",
+    "GitResult",
+    "clean_env",
+    "commit_id",
+    "git",
+    "git_ok",
+    "git_result",
+    "git_text",
+    "is_repository",
+]
 
 _KEPT_PREFIXES = (
     "GIT_AUTHOR_",
@@ -84,6 +95,32 @@ def git(
             returncode=result.returncode,
         )
     return result.stdout
+
+
+@dataclass(frozen=True)
+class GitResult:
+    """A finished git command whose failure the caller interprets itself."""
+
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+def git_result(
+    args: Sequence[str],
+    cwd: Path,
+    *,
+    stdin: bytes | None = None,
+    env: Mapping[str, str] | None = None,
+) -> GitResult:
+    """Run ``git <args>`` and return its exit status, stdout and stderr, whatever the status."""
+    try:
+        result = subprocess.run(
+            ["git", *args], cwd=cwd, input=stdin, capture_output=True, env=clean_env(env)
+        )
+    except FileNotFoundError as exc:
+        raise FlagScaleError("git is not installed or not on PATH", hint="install git") from exc
+    return GitResult(result.returncode, result.stdout, result.stderr.decode("utf-8", "replace"))
 
 
 def git_text(args: Sequence[str], cwd: Path, **kwargs: object) -> str:

@@ -7,14 +7,23 @@ edits byte for byte: modes, symlinks, binary files, deletions and additions incl
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import time
 from pathlib import Path
 
-from flagscale.core.atomic import write_atomically
+from flagscale.core.atomic import temporary_sibling, write_atomically
+from flagscale.core.crashpoints import crash_point
 from flagscale.core.gitcli import git
 
-__all__ = ["save_tree_diff", "saved_patch_path", "tree_from_entries", "write_blobs"]
+__all__ = [
+    "save_new_patch",
+    "save_tree_diff",
+    "saved_patch_path",
+    "tree_from_entries",
+    "write_blobs",
+]
 
 
 def saved_patch_path(folder: Path, label: str) -> Path:
@@ -27,6 +36,59 @@ def saved_patch_path(folder: Path, label: str) -> Path:
         candidate = folder / f"{label}-{stamp}-{counter}.patch"
         counter += 1
     return candidate
+
+
+def save_new_patch(folder: Path, label: str, data: bytes, *, mode: int = 0o600) -> Path:
+    """Write ``data`` to a new ``<label>-<UTC time>[-N].patch`` in ``folder``; return its path.
+
+    A saved patch is never replaced, not even by a run started in the same second or by another
+    process: the bytes go to a temporary sibling first (on disk, with ``mode``), which is then
+    hard-linked to the first free name (a link fails rather than replace), so the name appears
+    with its whole content or not at all.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    temporary = temporary_sibling(folder / f"{label}-{stamp}.patch")
+    temporary.unlink(missing_ok=True)  # a leftover of a killed process that had our pid
+    try:
+        _create_new(temporary, data, mode)
+        crash_point("save:temporary-written")
+        for counter in range(1, 10_000):
+            suffix = "" if counter == 1 else f"-{counter}"
+            candidate = folder / f"{label}-{stamp}{suffix}.patch"
+            try:
+                os.link(temporary, candidate)
+            except FileExistsError:
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                    raise
+                if not _create_new(candidate, data, mode):  # no hard links on this file system
+                    continue
+            return candidate
+        raise FileExistsError(errno.EEXIST, "no free name", str(folder / f"{label}-{stamp}.patch"))
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+
+
+def _create_new(path: Path, data: bytes, mode: int) -> bool:
+    """Create ``path`` with ``data`` unless it exists (False then)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        descriptor = os.open(path, flags, mode)
+    except FileExistsError:
+        return False
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)  # never a partial file under a saved name
+        raise
+    return True
 
 
 def save_tree_diff(repo: Path, old_tree: str, new_tree: str, destination: Path) -> Path:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flagscale.core.errors import FlagScaleError
-from flagscale.core.paths import UnsafePathError, check_relative
+from flagscale.core.paths import UnsafePathError, check_relative, link_problem
 
 __all__ = [
     "LayerEntry",
@@ -106,12 +106,11 @@ def _layer_entry(item: os.DirEntry[str], relative: str, where: str) -> LayerEntr
 
 
 def check_link_target(relative: str, target: str, where: str) -> str:
-    """Refuse a symlink at ``relative`` whose ``target`` leads outside its tree."""
-    if not target or target.startswith("/") or "\0" in target:
-        raise UnsafePathError(f"{where}: symlink target {target!r} must be a relative path")
-    resolved = posixpath.normpath(posixpath.join(posixpath.dirname(relative), target))
-    if resolved == ".." or resolved.startswith("../"):
-        raise UnsafePathError(f"{where}: symlink target {target!r} leads outside its tree")
+    """Refuse a symlink at ``relative`` whose ``target`` leads outside its tree on its own
+    (``flagscale.core.paths.link_problem``; the tree as laid is checked by ``laid_links``)."""
+    problem = link_problem(relative, target)
+    if problem:
+        raise UnsafePathError(f"{where}: symlink target {target!r} {problem}")
     return target
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from flagscale.core.atomic import write_atomically
 from flagscale.core.errors import FlagScaleError
-from flagscale.core.gitcli import commit_id, git, git_ok, git_text
+from flagscale.core.gitcli import GitResult, commit_id, git, git_ok, git_result, git_text
 from flagscale.core.paths import check_relative
 from flagscale.core.schema import parse_document, validate
 from flagscale.upstream.workspace import DECLARATION, Backend, Workspace
@@ -43,8 +43,10 @@ __all__ = [
     "flagscale_worktree_tree",
     "layered_tree",
     "pin_at",
+    "pin_tree",
     "resolve_commit",
     "scratch_git",
+    "scratch_git_result",
     "scratch_repo",
     "tree_entries",
     "worktree_tree",
@@ -173,6 +175,16 @@ def scratch_git(
     return git(["--git-dir", str(repo), *args], repo, stdin=stdin, env=_hermetic_env(extra))
 
 
+def scratch_git_result(
+    ws: Workspace, args: Sequence[str], *, stdin: bytes | None = None, index: Path | None = None
+) -> GitResult:
+    """``scratch_git`` whose exit status and stderr the caller reads, whatever the status."""
+    extra = {"GIT_INDEX_FILE": str(index)} if index else None
+    repo = scratch_repo(ws)
+    args = ["--git-dir", str(repo), *args]
+    return git_result(args, repo, stdin=stdin, env=_hermetic_env(extra))
+
+
 # --- reading trees ----------------------------------------------------------------------------
 
 
@@ -276,7 +288,8 @@ def _declaration_at(ws: Workspace, commit: str) -> dict:
     return validate(parse_document(text, source), "workspace", source)
 
 
-def _pin_tree(ws: Workspace, backend: Backend, pin: str) -> str:
+def pin_tree(ws: Workspace, backend: Backend, pin: str) -> str:
+    """The tree of upstream commit ``pin`` (which third_party/<backend> must hold)."""
     repo = scratch_repo(ws)
     found = git(
         ["--git-dir", str(repo), "rev-parse", "--verify", "-q", f"{pin}^{{tree}}"],
@@ -299,7 +312,7 @@ def layered_tree(ws: Workspace, backend: Backend | str, flagscale_commit: str) -
     commit = resolve_commit(ws, flagscale_commit)
     repo = scratch_repo(ws)
     files = {
-        e.path: e for e in tree_entries(repo, _pin_tree(ws, backend, pin_at(ws, backend, commit)))
+        e.path: e for e in tree_entries(repo, pin_tree(ws, backend, pin_at(ws, backend, commit)))
     }
     where = f"{backend.layer} at {commit}"
     layer = tree_entries(repo, commit, backend.layer)
@@ -399,7 +412,7 @@ def worktree_tree(ws: Workspace, backend: Backend | str) -> str:
             f"{backend.checkout} is not checked out", hint="run `inv unpatch` first"
         )
     pin = ws.pin(backend)
-    _pin_tree(ws, backend, pin)
+    pin_tree(ws, backend, pin)
     with _temporary_index(ws) as index:
         env = _worktree_env(ws, index)
         git(["read-tree", pin], checkout, env=env)

@@ -21,6 +21,7 @@ from flagscale.core.gitcli import git
 from flagscale.core.paths import check_relative
 from flagscale.overlay.checkout import SHOWN_PATHS, Checkout
 from flagscale.overlay.checkout_state import DELETED, PinTree, State, actual_state, read_head
+from flagscale.overlay.laid_links import check_laid_links
 from flagscale.overlay.laid_record import MODES, LaidRecord, backend_lock, fingerprint
 from flagscale.overlay.layer import Layer, read_layer
 from flagscale.overlay.layer_files import (
@@ -111,6 +112,7 @@ def lay_base_layer(
             result.up_to_date = True
             _save_sources(checkout, record, layer)
             return result
+        check_laid_links(checkout, layer, pin)
         if edits:
             if not force:
                 raise _dirty_error(backend, edits)

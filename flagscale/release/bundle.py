@@ -227,12 +227,12 @@ def _choose_devices(
 
 
 def _patch_set_entry(patch_set: CommittedPatchSet) -> dict[str, Any]:
-    metadata = patch_set.metadata
     return {
         "commit": patch_set.commit,
+        "layout": patch_set.layout,
         "flagscale_base": patch_set.flagscale_base,
-        "backend_pin": metadata.get("backend_pin"),
-        "backend_version": metadata.get("backend_version"),
+        "backend_pin": patch_set.backend_pin,
+        "backend_version": patch_set.backend_version,
         "encrypted": patch_set.encrypted,
         "metadata": patch_set.metadata_path,
         "patches": list(patch_set.patch_files),

@@ -21,11 +21,16 @@ from flagscale.core.schema import parse_document, validate
 from flagscale.release.bundle import BundleError, VerifiedBundle, git_blob_id
 from flagscale.upstream.workspace import Workspace
 from flagscale.vendor.committed import HISTORY
-from flagscale.vendor.stored_sets import Entry, HistoryChoice, SetPlan, set_from_metadata
+from flagscale.vendor.stored_sets import (
+    Entry,
+    HistoryChoice,
+    SetPlan,
+    check_task,
+    set_from_files,
+)
 
 __all__ = ["BundleSets", "sets_commit", "tree_id"]
 
-METADATA = "metadata.yaml"
 _FILE_MODE = "100644"  # bundles hold regular files; patch sets are written 0644
 
 
@@ -48,11 +53,27 @@ def sets_commit(bundle: VerifiedBundle, device_type: str) -> str:
 
 
 def tree_id(files: dict[str, str]) -> str:
-    """The id git gives a flat tree of regular files (name → blob id), without writing it."""
-    body = b"".join(
-        f"{_FILE_MODE} ".encode() + name.encode() + b"\0" + bytes.fromhex(oid)
-        for name, oid in sorted(files.items(), key=lambda item: item[0].encode())
-    )
+    """The id git gives a tree of regular files (path → blob id; a ``/`` makes a subtree),
+    without writing it."""
+    root: dict[str, Any] = {}
+    for path, oid in files.items():
+        *folders, name = path.split("/")
+        node = root
+        for folder in folders:
+            node = node.setdefault(folder, {})
+        node[name] = oid
+    return _tree_id(root)
+
+
+def _tree_id(node: dict[str, Any]) -> str:
+    entries = []
+    for name, value in node.items():
+        raw = name.encode("utf-8", "surrogateescape")
+        if isinstance(value, dict):  # git sorts a folder as if its name ended with "/"
+            entries.append((raw + b"/", b"40000 " + raw + b"\0" + bytes.fromhex(_tree_id(value))))
+        else:
+            entries.append((raw, f"{_FILE_MODE} ".encode() + raw + b"\0" + bytes.fromhex(value)))
+    body = b"".join(entry for _key, entry in sorted(entries))
     return hashlib.sha1(b"tree %d\0" % len(body) + body).hexdigest()
 
 
@@ -129,22 +150,25 @@ class BundleSets:
                     f" but its {HISTORY} lists {choice.key} for {choice.device_type}/{choice.task}",
                     hint="ask the release manager to cut the bundle again",
                 )
-            sets[backend] = self._set(choice, backend, entry)
+            sets[backend] = self._set(ws, choice, backend, entry)
         return sets
 
-    def _set(self, choice: HistoryChoice, backend: str, entry: dict[str, Any]) -> SetPlan:
+    def _set(
+        self, ws: Workspace, choice: HistoryChoice, backend: str, entry: dict[str, Any]
+    ) -> SetPlan:
         folder = f"hardware/{choice.device_type}/{backend}"
         files = {}
-        if entry["metadata"] != f"{folder}/{METADATA}":
-            raise BundleError(f"{self.bundle.path}: {entry['metadata']} is not {folder}/{METADATA}")
         for path in [entry["metadata"], *entry["patches"]]:
             name = path[len(folder) + 1 :] if path.startswith(f"{folder}/") else ""
-            if not name or "/" in name:
+            if not name:
                 raise BundleError(f"{self.bundle.path}: {path} is not a file of {folder}/")
             files[name] = Entry(_FILE_MODE, "blob", git_blob_id(self.bundle.files[path]), path)
+        if files[entry["metadata"][len(folder) + 1 :]].path != entry["metadata"]:
+            raise BundleError(f"{self.bundle.path}: {entry['metadata']} is not in {folder}/")
         tree = tree_id({name: e.oid for name, e in files.items()})
-        where = f"{folder}/{{}} in {self.bundle.path.name}"
-        metadata = self.bundle.files[entry["metadata"]]
-        plan = set_from_metadata(choice, backend, folder, tree, files, metadata, where)
+        texts = {files[name].oid: self.bundle.files[files[name].path] for name in files}
+        at = f" in {self.bundle.path.name}"
+        plan = set_from_files(ws, choice.device_type, backend, tree, files, texts, at)
+        check_task(plan, choice.task)
         stored = tuple(replace(f, data=self.bundle.files[f.path]) for f in plan.files)
         return replace(plan, files=stored)

@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,7 +39,8 @@ from flagscale.runner.latest_results import DEFAULT_RESULTS, SmokeResult, latest
 from flagscale.upstream.workspace import FLAGSCALE, Workspace, find_workspace
 from flagscale.vendor import crypto
 from flagscale.vendor.committed import CommittedPatchSet, CommittedState
-from flagscale.vendor.patchset import encryption_name
+from flagscale.vendor.keyring import KeyRing
+from flagscale.vendor.legacy_apply import LegacyApplyError, Piece, apply_like_flagscale
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -70,16 +72,24 @@ class Check:
 
 @dataclass
 class _Keys:
-    """Decryption keys given with --key-path, found by the key id in an encrypted file's header."""
+    """Decryption keys given with --key-path: native keys found by the key id in an encrypted
+    file's header; the others (FlagScale's RSA key folders or PEM files) tried on legacy files."""
 
     by_id: dict[str, tuple[bytes, Path]] = field(default_factory=dict)
+    legacy: KeyRing = field(default_factory=lambda: KeyRing([]))
 
     @classmethod
     def load(cls, paths: list[Path]) -> _Keys:
         keys = cls()
+        others = []
         for path in paths:
-            key = crypto.load_key(Path(path))
+            try:
+                key = crypto.load_key(Path(path))
+            except FlagScaleError:
+                others.append(Path(path))
+                continue
             keys.by_id[crypto.key_id(key)] = (key, Path(path))
+        keys.legacy = KeyRing(others)
         return keys
 
 
@@ -110,10 +120,10 @@ def build_matrix(
     checks: dict[int, tuple[Check, Check]] = {}
     with _TreeIndexes(ws) as indexes:
         for patch_set in patch_sets:  # each tree is built once, here, before the checks start
-            indexes.prepare(patch_set.backend, patch_set.flagscale_base, head)
+            indexes.prepare(_target(patch_set, patch_set.flagscale_base), _target(patch_set, head))
         with ThreadPoolExecutor(max_workers=_workers()) as pool:
             futures = {
-                pool.submit(_checks, indexes, _plain_patch(p, keys), p, head): p for p in patch_sets
+                pool.submit(_checks, indexes, _pieces(p, keys), p, head): p for p in patch_sets
             }
             for future in as_completed(futures):
                 patch_set = futures[future]
@@ -138,13 +148,32 @@ def _workers() -> int:
 
 
 def _checks(
-    indexes: _TreeIndexes, patch: bytes | Check, patch_set: CommittedPatchSet, head: str
+    indexes: _TreeIndexes, patch: list[Piece] | Check, patch_set: CommittedPatchSet, head: str
 ) -> tuple[Check, Check]:
     """(on its base, on current pins) for one set; ``patch`` is a Check when it is unreadable."""
     if isinstance(patch, Check):
         return patch, patch
-    on_base = indexes.check(patch_set.backend, patch_set.flagscale_base, patch)
-    return on_base, indexes.check(patch_set.backend, head, patch)
+    legacy = patch_set.layout == "legacy"
+    on_base = indexes.check(_target(patch_set, patch_set.flagscale_base), patch, legacy=legacy)
+    return on_base, indexes.check(_target(patch_set, head), patch, legacy=legacy)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The tree a set is checked on: the backend (or FlagScale itself) as a build lays it at a
+    FlagScale commit; a legacy backend set's tree is the bare pin (``recorded`` if it names one)."""
+
+    backend: str
+    commit: str
+    bare: bool = False
+    recorded: str | None = None
+
+
+def _target(patch_set: CommittedPatchSet, commit: str) -> _Target:
+    if patch_set.layout != "legacy" or patch_set.backend == FLAGSCALE:
+        return _Target(patch_set.backend, commit)
+    recorded = patch_set.backend_pin if commit == patch_set.flagscale_base else None
+    return _Target(patch_set.backend, commit, bare=True, recorded=recorded)
 
 
 def _row(
@@ -160,7 +189,7 @@ def _row(
         "backend": patch_set.backend,
         "tasks": list(patch_set.tasks),
         "flagscale_base": patch_set.flagscale_base,
-        "backend_pin": patch_set.metadata.get("backend_pin"),
+        "backend_pin": patch_set.backend_pin,
         "current_pin": pins.get(patch_set.backend),
         "encrypted": patch_set.encrypted,
         "on_base": on_base.to_json(),
@@ -180,27 +209,33 @@ def _verdict(on_base: Check, on_current: Check) -> str:
     return "unknown"
 
 
-def _plain_patch(patch_set: CommittedPatchSet, keys: _Keys) -> bytes | Check:
-    """The set's patches as one plain patch, or why it cannot be read."""
-    parts: list[bytes] = []
-    for path, stored in patch_set.patch_files.items():
-        if not crypto.is_encrypted(stored):
-            parts.append(stored)
-            continue
-        key_id = crypto.encrypted_key_id(stored, source=path)
-        if key_id not in keys.by_id:
-            return Check(UNKNOWN, "encrypted", f"{path}: pass --key-path for key {key_id}")
-        key, key_path = keys.by_id[key_id]
-        name = encryption_name(patch_set.device_type, patch_set.backend, path.rsplit("/", 1)[1])
-        try:
-            parts.append(
-                crypto.decrypt_file_bytes(
-                    stored, key, name=name, source=path, key_label=str(key_path)
+def _pieces(patch_set: CommittedPatchSet, keys: _Keys) -> list[Piece] | Check:
+    """The set's patch files, decrypted, or why they cannot be read."""
+    pieces: list[Piece] = []
+    for stored in patch_set.plan.files:
+        data = patch_set.patch_files[stored.path]
+        if stored.scheme == "legacy":
+            if not keys.legacy.paths:
+                return Check(UNKNOWN, "encrypted", f"{stored.path}: pass --key-path (the RSA key)")
+            try:
+                data = keys.legacy.decrypt(patch_set.plan, stored.path, "", "legacy", data)
+            except FlagScaleError as exc:
+                return Check(ERROR, "cannot decrypt", str(exc))
+        elif stored.encrypted:
+            key_id = crypto.encrypted_key_id(data, source=stored.path)
+            if key_id not in keys.by_id:
+                return Check(
+                    UNKNOWN, "encrypted", f"{stored.path}: pass --key-path for key {key_id}"
                 )
-            )
-        except crypto.DecryptionError as exc:
-            return Check(ERROR, "cannot decrypt", str(exc))
-    return b"".join(parts)
+            key, key_path = keys.by_id[key_id]
+            try:
+                data = crypto.decrypt_file_bytes(
+                    data, key, name=stored.name, source=stored.path, key_label=str(key_path)
+                )
+            except crypto.DecryptionError as exc:
+                return Check(ERROR, "cannot decrypt", str(exc))
+        pieces.append(Piece(stored.path, data))
+    return pieces
 
 
 class _TreeIndexes:
@@ -209,7 +244,7 @@ class _TreeIndexes:
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
         self.folder = Path(tempfile.mkdtemp(prefix="matrix-", dir=layered_trees.scratch_repo(ws)))
-        self.indexes: dict[tuple[str, str], Path | Check] = {}
+        self.indexes: dict[_Target, Path | Check] = {}
 
     def __enter__(self) -> _TreeIndexes:
         return self
@@ -217,35 +252,43 @@ class _TreeIndexes:
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def prepare(self, backend: str, *commits: str) -> None:
-        """Build the trees and fill the indexes of ``backend`` at ``commits`` (one thread)."""
-        for commit in commits:
-            self._index(backend, commit)
+    def prepare(self, *targets: _Target) -> None:
+        """Build the trees and fill the indexes of ``targets`` (one thread)."""
+        for target in targets:
+            self._index(target)
 
-    def check(self, backend: str, commit: str, patch: bytes) -> Check:
-        """Whether ``patch`` applies to the backend's tree at FlagScale ``commit``."""
-        index = self._index(backend, commit)
+    def check(self, target: _Target, patch: list[Piece], *, legacy: bool) -> Check:
+        """Whether ``patch`` applies to the tree of ``target`` (as FlagScale's tool applies it,
+        for a ``legacy`` set)."""
+        index = self._index(target)
         if isinstance(index, Check):
             return index
-        return _apply_check(self.ws, index, patch)
+        if legacy:
+            return _legacy_check(self.ws, index, patch)
+        return _apply_check(self.ws, index, b"".join(piece.text for piece in patch))
 
-    def _index(self, backend: str, commit: str) -> Path | Check:
-        key = (backend, commit)
-        if key not in self.indexes:
+    def _index(self, target: _Target) -> Path | Check:
+        if target not in self.indexes:
             try:
-                tree = _tree_for(self.ws, backend, commit)
+                tree = _tree_for(self.ws, target)
                 index = self.folder / f"index-{len(self.indexes)}"
                 layered_trees.scratch_git(self.ws, ["read-tree", tree], index=index)
-                self.indexes[key] = index
+                self.indexes[target] = index
             except FlagScaleError as exc:
-                self.indexes[key] = Check(ERROR, "tree not available", str(exc))
-        return self.indexes[key]
+                self.indexes[target] = Check(ERROR, "tree not available", str(exc))
+        return self.indexes[target]
 
 
-def _tree_for(ws: Workspace, backend: str, commit: str) -> str:
-    if backend == FLAGSCALE:
-        return layered_trees.flagscale_tree(ws, commit, exclude=layered_trees.WORKTREE_EXCLUDES)
-    return layered_trees.layered_tree(ws, backend, commit)
+def _tree_for(ws: Workspace, target: _Target) -> str:
+    if target.backend == FLAGSCALE:
+        return layered_trees.flagscale_tree(
+            ws, target.commit, exclude=layered_trees.WORKTREE_EXCLUDES
+        )
+    if target.bare:
+        backend = ws.backend(target.backend)
+        pin = target.recorded or layered_trees.pin_at(ws, backend, target.commit)
+        return layered_trees.pin_tree(ws, backend, pin)
+    return layered_trees.layered_tree(ws, target.backend, target.commit)
 
 
 def _apply_check(ws: Workspace, index: Path, patch: bytes) -> Check:
@@ -259,6 +302,32 @@ def _apply_check(ws: Workspace, index: Path, patch: bytes) -> Check:
     except FlagScaleError as exc:
         stderr = getattr(exc, "stderr", "") or str(exc)
         return Check(CONFLICTS, "", _first_error(stderr))
+    return Check(APPLIES)
+
+
+def _legacy_check(ws: Workspace, index: Path, pieces: list[Piece]) -> Check:
+    """Apply the files one by one as FlagScale's tool does, on a copy of the tree's index."""
+    scratch = index.with_name(f"{index.name}-{threading.get_ident()}")
+    shutil.copyfile(index, scratch)
+
+    def apply(args: list[str], patch: bytes) -> tuple[int, str]:
+        command = ["apply", "--cached", *args, "-"]
+        result = layered_trees.scratch_git_result(ws, command, stdin=patch, index=scratch)
+        return result.returncode, result.stderr
+
+    def reset() -> None:
+        shutil.copyfile(index, scratch)
+
+    try:
+        applied = apply_like_flagscale(apply, reset, pieces)
+    except LegacyApplyError as exc:
+        return Check(CONFLICTS, "", f"{exc.piece.label}: {_first_error(exc.stderr)}")
+    finally:
+        scratch.unlink(missing_ok=True)
+    if applied.fixed:
+        return Check(APPLIES, "whitespace fixed", "; ".join(applied.fixed))
+    if applied.skipped:
+        return Check(APPLIES, "parts skipped", "; ".join(applied.skipped))
     return Check(APPLIES)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flagscale.core.errors import FlagScaleError
-from flagscale.core.paths import check_relative
+from flagscale.core.paths import check_relative, link_problem
 from flagscale.upstream.workspace import DECLARATION
 
 __all__ = ["Entry", "read_archive"]
@@ -28,7 +28,6 @@ _TAR_KINDS = {
     tarfile.BLKTYPE: "block device",
     tarfile.FIFOTYPE: "FIFO",
 }
-_MAX_LINK_HOPS = 40
 
 
 @dataclass(frozen=True)
@@ -168,36 +167,9 @@ def _check_tree(entries: dict[str, Entry], where: str) -> None:
             if folder in entries:
                 raise _refuse(where, path, f"needs folder {folder!r}, which is a file or symlink")
     for path, target in links.items():
-        problem = _link_problem(path, target, links)
+        problem = link_problem(path, target, links)
         if problem:
             raise _refuse(where, path, f"is a symlink to {target!r} that {problem}")
-
-
-def _link_problem(path: str, target: str, links: dict[str, str]) -> str | None:
-    """Why following the symlink at ``path`` would leave the tree, or None."""
-    if not target or target.startswith("/"):
-        return "is absolute or empty"
-    resolved = path.split("/")[:-1]
-    pending = target.split("/")
-    hops = 0
-    while pending:
-        part = pending.pop(0)
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if not resolved:
-                return "leads outside the tree"
-            resolved.pop()
-            continue
-        resolved.append(part)
-        inner = links.get("/".join(resolved))
-        if inner is not None:
-            hops += 1
-            if hops > _MAX_LINK_HOPS or inner.startswith("/"):
-                return "loops or leads outside the tree"
-            resolved.pop()
-            pending = inner.split("/") + pending
-    return None
 
 
 def _refuse(where: str, name: str, reason: str) -> FlagScaleError:

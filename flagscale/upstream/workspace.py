@@ -129,9 +129,14 @@ def find_workspace(start: Path | None = None) -> Workspace:
     for folder in (origin, *origin.parents):
         if (folder / DECLARATION).is_file() and (folder / ".git").exists():
             return load_workspace(folder)
+    from flagscale.core.cli import tasks_folder
+
+    known = [f for f in tasks_folder() if (f / DECLARATION).is_file()]
     raise FlagScaleError(
         f"not inside a FlagScale workspace: no {DECLARATION} in {origin} or its parents",
-        hint="cd into your FlagScale checkout",
+        hint=f"cd {known[0]} first; paths you pass may point anywhere"
+        if known
+        else "cd into your FlagScale checkout",
     )
 
 

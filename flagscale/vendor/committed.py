@@ -1,5 +1,8 @@
 """Vendor patch sets and the history as committed: read from git objects, never the work tree.
 
+Each set is read by the one reader of stored sets (``flagscale.vendor.stored_sets``), so bundles
+and the matrix accept exactly what builds accept, in both layouts.
+
 Releases (bundles) and the compatibility matrix look at one FlagScale commit, so what they report
 is what others get when they check that commit out. ``hardware/`` is listed once and its blobs
 are read in one ``git cat-file --batch`` call.
@@ -16,10 +19,10 @@ import yaml
 
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import commit_id, git, git_ok, git_text
-from flagscale.core.paths import check_relative
 from flagscale.core.schema import validate
-from flagscale.upstream.workspace import DECLARATION
-from flagscale.vendor.patchset import parse_metadata
+from flagscale.upstream.workspace import DECLARATION, Workspace
+from flagscale.vendor.set_plan import Entry, SetPlan
+from flagscale.vendor.stored_sets import list_paths, set_from_files
 
 __all__ = [
     "HISTORY",
@@ -37,31 +40,50 @@ _REGULAR = ("100644", "100755")
 
 @dataclass(frozen=True)
 class CommittedPatchSet:
-    """One device type's patch set for one backend, as stored in a commit."""
+    """One device type's patch set for one backend, as stored in a commit (either layout)."""
 
     device_type: str
     backend: str
     commit: str  # the history commit whose tree it was read from
-    tasks: tuple[str, ...]
-    metadata_path: str
+    tasks: tuple[str, ...]  # the tasks the history records it for
+    plan: SetPlan  # as the one reader of stored sets read it (flagscale.vendor.stored_sets)
     metadata_bytes: bytes
-    metadata: dict[str, Any]
-    patch_files: dict[str, bytes]  # path in the workspace → stored bytes, in metadata order
+    patch_files: dict[str, bytes]  # path in the workspace → stored bytes, in the reader's order
 
     @property
     def folder(self) -> str:
         """``hardware/<device type>/<backend>``."""
-        return f"hardware/{self.device_type}/{self.backend}"
+        return self.plan.folder
+
+    @property
+    def layout(self) -> str:
+        """``patch-set`` or ``legacy`` (FlagScale's ``diff.yaml`` layout)."""
+        return self.plan.layout
+
+    @property
+    def metadata_path(self) -> str:
+        """``metadata.yaml``, ``diff.yaml`` or ``<short commit>.yaml`` of the set."""
+        return self.plan.metadata_path
 
     @property
     def encrypted(self) -> bool:
         """Whether any of its patch files is stored encrypted."""
-        return any(p.get("encrypted") for p in self.metadata["patches"])
+        return any(f.encrypted for f in self.plan.files)
 
     @property
     def flagscale_base(self) -> str:
         """The FlagScale commit the set was made against."""
-        return str(self.metadata["flagscale_base"])
+        return self.plan.flagscale_base
+
+    @property
+    def backend_pin(self) -> str | None:
+        """The upstream commit the set records it was made against (None: not recorded)."""
+        return self.plan.recorded_pin
+
+    @property
+    def backend_version(self) -> str | None:
+        """The backend version the set's metadata names."""
+        return self.plan.backend_version
 
 
 def resolve_commit(root: Path, ref: str) -> str:
@@ -99,6 +121,7 @@ class CommittedTree:
     def __init__(self, root: Path, commit: str) -> None:
         self.root = root
         self.commit = commit
+        self.workspace = Workspace(root=root, backends={})
         self._entries = self._list(["hardware", DECLARATION])
         self._cache: dict[str, bytes] = {}
 
@@ -160,46 +183,50 @@ class CommittedTree:
     ) -> CommittedPatchSet:
         """The committed patch set of ``device`` for ``backend``, its hashes checked."""
         folder = f"hardware/{device}/{backend}"
-        metadata_path = f"{folder}/metadata.yaml"
-        metadata_bytes = self.read(metadata_path)
-        if metadata_bytes is None:
+        files = {
+            path[len(folder) + 1 :]: Entry(mode, "blob", oid, path)
+            for path, (mode, oid) in self._entries.items()
+            if path.startswith(f"{folder}/")
+        }
+        found = list_paths(self.workspace, self.commit, [folder]) if files else {}
+        if folder not in found:
             raise FlagScaleError(
-                f"{HISTORY} names backend {backend} for {device}, but "
-                f"{self.where(metadata_path)} does not exist",
+                f"{HISTORY} names backend {backend} for {device}, but {self.where(folder)}"
+                " does not exist",
                 hint="commit the patch set (inv patch) or fix the history",
             )
-        source = self.where(metadata_path)
-        metadata = parse_metadata(metadata_bytes, source).as_dict()
+        texts = {e.oid: data for e in files.values() if (data := self._metadata_text(e))}
+        at = f" at {self.commit}"
+        plan = set_from_files(self.workspace, device, backend, found[folder].oid, files, texts, at)
         patch_files: dict[str, bytes] = {}
-        for patch in metadata["patches"]:
-            path = f"{folder}/{check_relative(patch['file'], source)}"
-            data = self.read(path)
-            if data is None:
-                raise FlagScaleError(f"{source} lists {patch['file']}, but {path} is not there")
+        for stored in plan.files:
+            data = self.read(stored.path)
+            assert data is not None  # the reader found it in this listing
             actual = hashlib.sha256(data).hexdigest()
-            if actual != patch["sha256"]:
+            if stored.sha256 is not None and actual != stored.sha256:
                 raise FlagScaleError(
-                    f"{self.where(path)} has sha256 {actual}, "
-                    f"{metadata_path} says {patch['sha256']}",
+                    f"{self.where(stored.path)} has sha256 {actual}, "
+                    f"{plan.metadata_path} says {stored.sha256}",
                     hint="re-run inv patch for this device type and commit the result",
                 )
-            patch_files[path] = data
-        for key, expected in (("device_type", device), ("backend", backend)):
-            if metadata[key] != expected:
-                raise FlagScaleError(
-                    f"{source}: {key} is {metadata[key]!r} but the folder is for {expected!r}",
-                    hint="fix the metadata or move the patch set to its folder",
-                )
+            patch_files[stored.path] = data
+        metadata_bytes = self.read(plan.metadata_path)
+        assert metadata_bytes is not None
         return CommittedPatchSet(
             device_type=device,
             backend=backend,
             commit=self.commit,
             tasks=_device_tasks(device_history, backend),
-            metadata_path=metadata_path,
+            plan=plan,
             metadata_bytes=metadata_bytes,
-            metadata=metadata,
             patch_files=patch_files,
         )
+
+    def _metadata_text(self, entry: Entry) -> bytes | None:
+        """The bytes of a file directly in a set folder (where metadata lives); None elsewhere."""
+        if entry.path.count("/") != 3 or entry.mode not in _REGULAR:
+            return None
+        return self.read(entry.path)
 
     def pins(self, names: list[str]) -> dict[str, str]:
         """The pin of each named backend at this commit (release pin or submodule gitlink)."""

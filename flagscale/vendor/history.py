@@ -31,6 +31,7 @@ from flagscale.upstream.workspace import Workspace
 from flagscale.vendor.history_sets import is_ancestor
 from flagscale.vendor.patchset import (
     HARDWARE,
+    METADATA,
     check_device_type,
     check_task,
 )
@@ -175,8 +176,7 @@ def resolve(
     entries = entries_of(ws, device_type)
     if not entries:
         raise FlagScaleError(
-            f"{HISTORY} has no entry for {device_type}",
-            hint=_known_devices_hint(load_history(ws)),
+            f"{HISTORY} has no entry for {device_type}", hint=_no_entry(ws, device_type)
         )
     if task is not None:
         check_task(task)
@@ -207,6 +207,18 @@ def resolve(
             hint=f"see the entries of {device_type} in {HISTORY}",
         )
     return _newest(ws, device_type, entries)
+
+
+def _no_entry(ws: Workspace, device_type: str) -> str:
+    """What to do when the history does not know ``device_type``."""
+    folder = ws.path(f"{HARDWARE}/{device_type}")
+    if folder.is_dir() and any(folder.glob(f"*/{METADATA}")):
+        return (
+            f"{HARDWARE}/{device_type}/ holds patch sets the history does not record yet: build"
+            f" them with `inv build --device {device_type} --work-tree`; the history records them"
+            " after the merge"
+        )
+    return _known_devices_hint(load_history(ws))
 
 
 def _known_devices_hint(history: History) -> str:

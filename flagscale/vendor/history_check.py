@@ -23,12 +23,10 @@ from flagscale.vendor.history_sets import (
     content_match,
     full_commit,
     is_ancestor,
-    metadata_at,
     set_changes,
-    tasks_listed,
-    tasks_listed_quiet,
 )
 from flagscale.vendor.patchset import DEVICE_TYPE, HARDWARE, TASKS, set_folder
+from flagscale.vendor.stored_sets import set_at, tasks_listed, tasks_listed_quiet
 
 __all__ = ["CheckReport", "check_command", "check_history"]
 
@@ -192,7 +190,7 @@ class _Checker:
             return None
 
     def holds_sets(self, where: str, oid: str, device: str, task: str, backends: list[str]) -> bool:
-        absent = [b for b in backends if metadata_at(self.ws, oid, device, b) is None]
+        absent = [b for b in backends if set_at(self.ws, oid, device, b) is None]
         if absent:
             folders = ", ".join(f"{set_folder(device, b)}/" for b in absent)
             self.problem(where, f"{oid} does not contain the patch set {folders}")

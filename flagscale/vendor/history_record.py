@@ -24,9 +24,9 @@ from flagscale.vendor.history_sets import (
     is_ancestor,
     same_sets,
     set_changes,
-    tasks_listed,
 )
 from flagscale.vendor.patchset import HARDWARE, check_device_type, check_task
+from flagscale.vendor.stored_sets import tasks_listed
 
 __all__ = ["record_command", "record_history"]
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import commit_id, git, git_ok, git_text
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
-from flagscale.vendor.patchset import METADATA, parse_metadata, set_folder
+from flagscale.vendor.patchset import set_folder
 
 __all__ = [
     "ancestry_order",
@@ -20,12 +20,9 @@ __all__ = [
     "content_match",
     "full_commit",
     "is_ancestor",
-    "metadata_at",
     "same_sets",
     "set_changes",
     "set_trees",
-    "tasks_listed",
-    "tasks_listed_quiet",
 ]
 
 _HEX = re.compile(r"^[0-9a-fA-F]{4,40}$")
@@ -86,40 +83,11 @@ def content_match(ws: Workspace, commit: str, device: str, backends: list[str]) 
     return matches[-1] if matches else None
 
 
-def metadata_at(ws: Workspace, commit: str, device: str, backend: str):
-    path = f"{set_folder(device, backend)}/{METADATA}"
-    if not git_ok(["cat-file", "-e", f"{commit}:{path}"], ws.root):
-        return None
-    return parse_metadata(
-        git(["cat-file", "blob", f"{commit}:{path}"], ws.root), f"{path} at {commit}"
-    )
-
-
 def check_backend_names(ws: Workspace, backends: Iterable[str]) -> None:
     for name in backends:
         if name != FLAGSCALE and name not in ws.backends:
             known = ", ".join([FLAGSCALE, *sorted(ws.backends)])
             raise FlagScaleError(f"unknown backend {name!r}", hint=f"known backends: {known}")
-
-
-def tasks_listed(ws: Workspace, commit: str, device: str, backends: list[str]) -> list[str]:
-    common: set[str] | None = None
-    for name in backends:
-        metadata = metadata_at(ws, commit, device, name)
-        if metadata is None:
-            raise FlagScaleError(
-                f"commit {commit} does not hold {set_folder(device, name)}/{METADATA}",
-                hint="record a commit that contains the patch set",
-            )
-        common = set(metadata.tasks) if common is None else common & set(metadata.tasks)
-    return sorted(common or ())
-
-
-def tasks_listed_quiet(ws: Workspace, commit: str, device: str, backends: list[str]) -> list[str]:
-    try:
-        return tasks_listed(ws, commit, device, backends)
-    except FlagScaleError:
-        return []
 
 
 def ancestry_order(ws: Workspace, commits: list[str]) -> list[str]:

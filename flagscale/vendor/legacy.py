@@ -12,11 +12,12 @@ One folder per device type and backend, ``hardware/<V_M>/<backend>/``, holding
 The oldest sets name the base in the file names instead (``<short commit>.patch`` and
 ``<short commit>.yaml`` without a ``commit`` key); those are read too.
 
-That tool reset a backend to its commit and applied the vendor patch with
-``git apply --whitespace=fix``, without laying the base layer first (the vendor's diff already
-contains it), and checked FlagScale out at the newest of the sets' base commits. This module maps
-a set onto the same build pipeline as current patch sets (``flagscale.vendor.set_plan.SetPlan``)
-with those semantics; docs/legacy-layout.md has the details.
+That tool reset a backend to its commit and applied the vendor's patch files one by one
+(``flagscale.vendor.legacy_apply``), without laying the base layer first (the vendor's diff
+already contains it), and checked FlagScale out at the newest of the sets' base commits. This
+module maps a set onto the same build pipeline as current patch sets
+(``flagscale.vendor.set_plan.SetPlan``) with those semantics; docs/legacy-layout.md has the
+details.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flagscale.core.errors import FlagScaleError
-from flagscale.core.gitcli import commit_id, git_ok
+from flagscale.core.gitcli import commit_id, git_ok, git_text
 from flagscale.core.schema import parse_document, validate
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
+from flagscale.vendor.patchset import TASKS
 from flagscale.vendor.set_plan import Entry, HistoryChoice, SetFile, SetPlan
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "ENCRYPTED_SUFFIX",
     "LegacyMetadata",
     "is_metadata_name",
+    "missing_history_hint",
     "newest_base",
     "parse_diff_yaml",
     "patch_files",
@@ -62,6 +65,7 @@ class LegacyMetadata:
         self.source = source
         self.device_type = str(data.get("device_type", ""))
         self.tasks = tuple(str(t) for t in _as_list(data.get("task")))
+        self.models = tuple(str(m) for m in _as_list(data.get("models")))
         self.contact = str(data.get("contact") or "")
         self.backends_commit = {
             str(name): _commit_text(value)
@@ -126,20 +130,19 @@ def patch_files(files: Mapping[str, Entry]) -> list[str]:
 
 def read_legacy_set(
     ws: Workspace,
-    choice: HistoryChoice,
+    device_type: str,
     backend: str,
     folder: str,
     tree: str,
     files: Mapping[str, Entry],
     texts: Mapping[str, bytes],
+    at: str,
 ) -> SetPlan:
-    """The set in ``folder`` (FlagScale's older layout) as a build pipeline SetPlan."""
-    at = f" at {choice.commit[:12]}"
+    """The set in ``folder`` (FlagScale's older layout) as a SetPlan; ``at`` says where."""
     metadata_name, name_commit = _metadata_file(files, folder, at)
     source = f"{folder}/{metadata_name}{at}"
     metadata = parse_diff_yaml(texts[files[metadata_name].oid], source, name_commit=name_commit)
-    _check_identity(metadata, choice, backend)
-    base = _full_commit(ws, metadata.commit, source)
+    _check_device(metadata, device_type)
     names = patch_files(files)
     if not names:
         raise FlagScaleError(
@@ -162,20 +165,24 @@ def read_legacy_set(
         )
     recorded = metadata.backends_commit.get(backend) if backend != FLAGSCALE else None
     if recorded is not None:
-        recorded = _full_commit(ws, recorded, source, repo_name=backend)
+        recorded = _upstream_commit(recorded, source, backend)
     return SetPlan(
         backend=backend,
         folder=folder,
         folder_tree=tree,
         layout="legacy",
-        flagscale_base=base,
+        flagscale_base=_base_commit(ws, metadata.commit, source),
         recorded_pin=recorded,
         files=tuple(stored),
         key_id=None,
         contact=metadata.contact,
         apply_layer=False,
-        whitespace_fix=True,
         source=source,
+        device_type=device_type,
+        tasks=metadata.tasks or TASKS,
+        metadata_path=f"{folder}/{metadata_name}",
+        metadata_blob=files[metadata_name].oid,
+        backend_version=metadata.backends_version.get(backend),
     )
 
 
@@ -197,47 +204,58 @@ def _metadata_file(files: Mapping[str, Entry], folder: str, at: str) -> tuple[st
     )
 
 
-def _check_identity(metadata: LegacyMetadata, choice: HistoryChoice, backend: str) -> None:
-    if metadata.device_type and metadata.device_type != choice.device_type:
+def _check_device(metadata: LegacyMetadata, device_type: str) -> None:
+    if metadata.device_type and metadata.device_type != device_type:
         raise FlagScaleError(
-            f"{metadata.source} is for device type {metadata.device_type}, not"
-            f" {choice.device_type}",
+            f"{metadata.source} is for device type {metadata.device_type}, not {device_type}",
             hint="the patch set was copied by hand: ask the vendor to regenerate it",
         )
-    if metadata.tasks and choice.task not in metadata.tasks:
-        raise FlagScaleError(
-            f"{metadata.source} is for tasks {', '.join(metadata.tasks)}, not {choice.task}",
-            hint="fix hardware/patch_history.yaml or the diff.yaml",
-        )
 
 
-def _full_commit(ws: Workspace, commit: str, source: str, *, repo_name: str | None = None) -> str:
-    """A commit id from a diff.yaml as 40 hex digits (short ids of the oldest sets resolved)."""
-    if repo_name is not None:  # an upstream commit: only full ids can be fetched by id
-        if re.fullmatch(r"[0-9a-f]{40}", commit):
-            return commit
-        raise FlagScaleError(
-            f"{source}: backends_commit for {repo_name} is {commit!r}, not a full commit id",
-            hint="write the full 40-hex commit id",
-        )
+def _upstream_commit(commit: str, source: str, backend: str) -> str:
+    """A ``backends_commit`` value: only full ids can be fetched by id."""
+    if re.fullmatch(r"[0-9a-f]{40}", commit):
+        return commit
+    raise FlagScaleError(
+        f"{source}: backends_commit for {backend} is {commit!r}, not a full commit id",
+        hint="write the full 40-hex commit id",
+    )
+
+
+def _base_commit(ws: Workspace, commit: str, source: str) -> str:
+    """The FlagScale commit a set was made against, as 40 hex digits: a full id as written (a
+    build checks that it exists), a short one (the oldest sets) resolved in this clone."""
+    if re.fullmatch(r"[0-9a-f]{40}", commit):
+        return commit
     oid = commit_id(ws.root, commit)
     if oid is None:
         raise FlagScaleError(
             f"{source}: FlagScale commit {commit} does not exist in {ws.root} (or is ambiguous)",
-            hint="fetch FlagScale's full history (git fetch --unshallow) and try again",
+            hint=missing_history_hint(ws),
         )
     return oid
 
 
-def newest_base(ws: Workspace, bases: Sequence[str], choice: HistoryChoice) -> str:
+def missing_history_hint(ws: Workspace) -> str:
+    """What to do when a FlagScale commit a legacy set names is not in this clone."""
+    if git_text(["rev-parse", "--is-shallow-repository"], ws.root, check=False) == "true":
+        return "fetch FlagScale's full history (git fetch --unshallow) and try again"
+    return (
+        "this clone does not hold FlagScale's history: convert the sets with"
+        " `inv import-flagscale <path to a FlagScale checkout>` (docs/migrating-from-flagscale.md)"
+    )
+
+
+def newest_base(ws: Workspace, sets: Sequence[SetPlan], choice: HistoryChoice) -> str:
     """The base FlagScale's older tool checked out: the newest of the sets' base commits."""
-    for base in bases:
+    for patch_set in sets:
+        base = patch_set.flagscale_base
         if not git_ok(["cat-file", "-e", f"{base}^{{commit}}"], ws.root):
             raise FlagScaleError(
-                f"hardware/{choice.device_type} at {choice.commit[:12]}: FlagScale base {base}"
-                f" does not exist in {ws.root}",
-                hint="fetch FlagScale's full history (git fetch --unshallow) and try again",
+                f"{patch_set.source}: FlagScale commit {base} does not exist in {ws.root}",
+                hint=missing_history_hint(ws),
             )
+    bases = sorted({s.flagscale_base for s in sets})
     newest = bases[0]
     for base in bases[1:]:
         if _is_ancestor(ws, newest, base):

@@ -18,7 +18,8 @@ from pathlib import Path
 from flagscale import __version__
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git, git_text
-from flagscale.core.paths import check_relative
+from flagscale.core.paths import check_links, check_relative
+from flagscale.core.treelinks import tree_symlinks
 from flagscale.overlay.layered_trees import (
     GITLINK,
     WORKTREE_EXCLUDES,
@@ -31,6 +32,7 @@ from flagscale.overlay.layered_trees import (
     pin_at,
     release_version_at,
     resolve_commit,
+    scratch_git,
     scratch_repo,
     worktree_tree,
 )
@@ -293,6 +295,7 @@ def _checked_diff(
     ws: Workspace, backend: str, old: str, new: str
 ) -> tuple[bytes, dict[str, str | None]]:
     """The patch from ``old`` to ``new`` and what it produces (path → blob id, None: deleted)."""
+    _check_links(ws, backend, new)
     repo = scratch_repo(ws)
     produced: list[tuple[str, str | None]] = []
     for before, after in changed_entries(repo, old, new):
@@ -305,6 +308,13 @@ def _checked_diff(
             )
         produced.append((after.path, None if after.mode == _ABSENT else after.oid))
     return diff_trees(repo, old, new), plain_results(produced)
+
+
+def _check_links(ws: Workspace, backend: str, tree: str) -> None:
+    """The tree a set would build holds no symlink leading out of it (core.paths.check_links)."""
+    links = tree_symlinks(lambda args, stdin: scratch_git(ws, args, stdin=stdin), tree)
+    prefix = "" if backend == FLAGSCALE else f"third_party/{backend}/"
+    check_links(links, lambda path: f"{prefix}{path} (for the {backend} patch set)")
 
 
 def _warn_left_out(

@@ -42,8 +42,12 @@ class SetPlan:
     key_id: str | None = None
     contact: str = ""
     apply_layer: bool = True  # legacy backend patches already contain the base layer
-    whitespace_fix: bool = False  # legacy sets were applied with --whitespace=fix
     source: str = ""  # the metadata file, for messages
+    device_type: str = ""
+    tasks: tuple[str, ...] = ()  # the tasks its metadata lists (a legacy set without: all)
+    metadata_path: str = ""  # workspace-relative: metadata.yaml, diff.yaml or <short>.yaml
+    metadata_blob: str = ""
+    backend_version: str | None = None
     # what the set was made to produce (None: made before results were recorded)
     results: SetResults | None = field(default=None, compare=False)
 
@@ -57,11 +61,19 @@ class HistoryChoice:
     backends: tuple[str, ...]
     commit: str
     commits: tuple[str, ...]  # the whole line, oldest first
+    recorded: bool = True  # False: the sets in the work tree (inv build --work-tree), at HEAD
 
     @property
     def key(self) -> str:
         """The backend key as written in the history (``FlagScale+Megatron-LM``)."""
         return "+".join(sorted(self.backends))
+
+    @property
+    def described(self) -> str:
+        """Where the sets come from, for messages: ``patch sets of <commit>`` or the work tree."""
+        if not self.recorded:
+            return "unrecorded patch sets in the work tree"
+        return f"patch sets of {self.commit[:12]}"
 
 
 @dataclass(frozen=True)

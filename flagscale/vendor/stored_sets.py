@@ -11,6 +11,7 @@ same shape. A ``SetSource`` says where the history line and the sets come from: 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Protocol
 
 from flagscale.core.errors import FlagScaleError
@@ -36,7 +37,12 @@ __all__ = [
     "list_paths",
     "read_blobs",
     "read_sets",
+    "check_task",
+    "set_at",
+    "set_from_files",
     "set_from_metadata",
+    "tasks_listed",
+    "tasks_listed_quiet",
 ]
 
 HISTORY = "hardware/patch_history.yaml"  # flagscale.vendor.history.HISTORY
@@ -117,22 +123,13 @@ def read_blobs(ws: Workspace, oids: Sequence[str]) -> dict[str, bytes]:
 
 def read_sets(ws: Workspace, choice: HistoryChoice) -> dict[str, SetPlan]:
     """Each backend's patch set in ``hardware/<V_M>/`` at the history commit."""
-    from flagscale.vendor import legacy
-
     device_folder = f"hardware/{choice.device_type}"
     entries = list_folder(ws, choice.commit, device_folder)
     by_backend: dict[str, list[Entry]] = {}
     for entry in entries:
         backend = entry.path[len(device_folder) + 1 :].split("/", 1)[0]
         by_backend.setdefault(backend, []).append(entry)
-    documents = [
-        e
-        for group in by_backend.values()
-        for e in group
-        if e.path.count("/") == 3
-        and (e.path.endswith(f"/{METADATA}") or legacy.is_metadata_name(e.path.rsplit("/", 1)[1]))
-    ]
-    texts = read_blobs(ws, [e.oid for e in documents])
+    texts = read_blobs(ws, [e.oid for e in entries if _is_metadata(e.path, device_folder)])
     folder_trees = list_paths(ws, choice.commit, [f"{device_folder}/{b}" for b in choice.backends])
     sets: dict[str, SetPlan] = {}
     for backend in choice.backends:
@@ -144,18 +141,73 @@ def read_sets(ws: Workspace, choice: HistoryChoice) -> dict[str, SetPlan]:
                 f" {choice.key} for {choice.device_type}/{choice.task} there",
                 hint="the history entry is wrong: pick another with --commit",
             )
+        at = f" at {choice.commit[:12]}"
         tree = folder_trees[folder].oid
-        where = f"{folder}/{{}} at {choice.commit[:12]}"
-        if METADATA in files:
-            data = texts[files[METADATA].oid]
-            sets[backend] = set_from_metadata(choice, backend, folder, tree, files, data, where)
-        else:
-            sets[backend] = legacy.read_legacy_set(ws, choice, backend, folder, tree, files, texts)
+        patch_set = set_from_files(ws, choice.device_type, backend, tree, files, texts, at)
+        check_task(patch_set, choice.task)
+        sets[backend] = patch_set
     return sets
 
 
+def set_at(ws: Workspace, commit: str, device_type: str, backend: str) -> SetPlan | None:
+    """The set stored in ``hardware/<device_type>/<backend>/`` at ``commit`` (either layout), or
+    None when that commit has no such folder."""
+    folder = f"hardware/{device_type}/{backend}"
+    entries = list_folder(ws, commit, folder)
+    found = list_paths(ws, commit, [folder]) if entries else {}
+    if folder not in found or found[folder].kind != "tree":
+        return None
+    texts = read_blobs(
+        ws, [e.oid for e in entries if _is_metadata(e.path, f"hardware/{device_type}")]
+    )
+    files = {e.path[len(folder) + 1 :]: e for e in entries}
+    at = f" at {commit[:12]}"
+    return set_from_files(ws, device_type, backend, found[folder].oid, files, texts, at)
+
+
+def _is_metadata(path: str, device_folder: str) -> bool:
+    """A file directly in a set folder that may be its metadata (either layout)."""
+    from flagscale.vendor import legacy
+
+    relative = path[len(device_folder) + 1 :]
+    name = relative.rsplit("/", 1)[-1]
+    return relative.count("/") == 1 and (name == METADATA or legacy.is_metadata_name(name))
+
+
+def set_from_files(
+    ws: Workspace,
+    device_type: str,
+    backend: str,
+    tree: str,
+    files: Mapping[str, Entry],
+    texts: Mapping[str, bytes],
+    at: str,
+) -> SetPlan:
+    """The one reader of a stored set: ``files`` (name in the folder → entry) and the metadata
+    blobs' bytes in ``texts`` give a native set (``metadata.yaml``) or FlagScale's older layout.
+    ``at`` says where, in messages (`` at <commit>``, `` in <bundle>``)."""
+    from flagscale.vendor import legacy
+
+    folder = f"hardware/{device_type}/{backend}"
+    if METADATA in files:
+        data = texts[files[METADATA].oid]
+        where = f"{folder}/{{}}{at}"
+        plan = set_from_metadata(device_type, backend, folder, tree, files, data, where)
+        return replace(plan, metadata_blob=files[METADATA].oid)
+    return legacy.read_legacy_set(ws, device_type, backend, folder, tree, files, texts, at)
+
+
+def check_task(patch_set: SetPlan, task: str) -> None:
+    """Refuse a set whose metadata does not list ``task``."""
+    if task not in patch_set.tasks:
+        raise FlagScaleError(
+            f"{patch_set.source} is for tasks {', '.join(patch_set.tasks)}, not {task}",
+            hint=f"fix {HISTORY} or the set's metadata",
+        )
+
+
 def set_from_metadata(
-    choice: HistoryChoice,
+    device_type: str,
     backend: str,
     folder: str,
     tree: str,
@@ -168,15 +220,10 @@ def set_from_metadata(
 
     source = where.format(METADATA)
     metadata = parse_metadata(metadata_bytes, source)
-    if metadata.device_type != choice.device_type or metadata.backend != backend:
+    if metadata.device_type != device_type or metadata.backend != backend:
         raise FlagScaleError(
             f"{source} describes {metadata.device_type}/{metadata.backend}, not its folder",
             hint="the patch set was moved or copied by hand: ask the vendor to regenerate it",
-        )
-    if choice.task not in metadata.tasks:
-        raise FlagScaleError(
-            f"{source} is for tasks {', '.join(metadata.tasks)}, not {choice.task}",
-            hint=f"fix {HISTORY} or the metadata",
         )
     stored = []
     for item in metadata.patches:
@@ -194,7 +241,7 @@ def set_from_metadata(
                 encrypted=bool(item["encrypted"]),
                 scheme="fsenc" if item["encrypted"] else None,
                 sha256=item["sha256"],
-                name=encryption_name(choice.device_type, backend, name),
+                name=encryption_name(device_type, backend, name),
             )
         )
     return SetPlan(
@@ -208,8 +255,33 @@ def set_from_metadata(
         key_id=(metadata.encryption or {}).get("key_id"),
         contact=metadata.contact,
         source=source,
+        device_type=device_type,
+        tasks=tuple(metadata.tasks),
+        metadata_path=f"{folder}/{METADATA}",
+        backend_version=metadata.backend_version,
         results=_recorded_results(metadata),
     )
+
+
+def tasks_listed(ws: Workspace, commit: str, device: str, backends: list[str]) -> list[str]:
+    """The tasks every named set at ``commit`` lists (native metadata or FlagScale's diff.yaml)."""
+    common: set[str] | None = None
+    for name in backends:
+        patch_set = set_at(ws, commit, device, name)
+        if patch_set is None:
+            raise FlagScaleError(
+                f"commit {commit} does not hold hardware/{device}/{name}/ (no patch set there)",
+                hint="record a commit that contains the patch set",
+            )
+        common = set(patch_set.tasks) if common is None else common & set(patch_set.tasks)
+    return sorted(common or ())
+
+
+def tasks_listed_quiet(ws: Workspace, commit: str, device: str, backends: list[str]) -> list[str]:
+    try:
+        return tasks_listed(ws, commit, device, backends)
+    except FlagScaleError:
+        return []
 
 
 def _recorded_results(metadata: PatchMetadata) -> SetResults | None:

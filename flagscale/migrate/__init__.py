@@ -1,0 +1,1 @@
+"""Adoption: bringing FlagScale's existing tools/patch data into this workspace."""
