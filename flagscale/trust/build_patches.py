@@ -20,10 +20,11 @@ from pathlib import Path
 from flagscale.builds.builder import read_patches
 from flagscale.builds.fingerprint import (
     BuildRecord,
+    StateFormatError,
     fingerprint_of,
+    hand_changes,
     read_record,
     read_state,
-    scan_folder,
 )
 from flagscale.builds.plan import BuildPlan, plan_device
 from flagscale.core.errors import FlagScaleError
@@ -91,8 +92,11 @@ def plan_of_build(ws: Workspace, build: Path) -> tuple[BuildPlan, BuildRecord]:
             f" {inputs['history_commit'][:12]} gives now (another tool version, a bundle?)",
             hint=f"{make} to rebuild it from this clone's history",
         )
-    recorded = read_state(build)
-    changed = recorded.differences(scan_folder(build), 3) if recorded else ["no state file"]
+    try:
+        recorded = read_state(build)
+    except StateFormatError:
+        recorded = None
+    changed = hand_changes(build, recorded, 3) if recorded else ["no usable state file"]
     if changed:
         raise FlagScaleError(
             f"{build} was changed since it was built ({'; '.join(changed)}): its files no longer"
