@@ -399,8 +399,7 @@ def assemble_trees(
     without writing the files out. The new objects go under ``work``; the returned Assembler
     reads them (``entries``) until ``work`` is removed."""
     bases = _base_trees(ws, plan, {})
-    request = BuildRequest(devices=(plan.device_type,), key_paths=tuple(key_paths))
-    components = _components(ws, plan, bases, request)
+    components = _components(ws, plan, bases, KeyRing(key_paths))
     assembler = Assembler(_scratch(ws), work)
     trees = {c.prefix: assembler.patched_tree(c, three_way=False) for c in components}
     return trees, assembler

@@ -23,6 +23,7 @@ from flagscale.trust.hunk_coverage import (
     HunkVerdict,
     LineVerdict,
 )
+from flagscale.trust.hunks import FilePatch
 from flagscale.trust.run_coverage import CoverageRun
 
 __all__ = [
@@ -129,7 +130,7 @@ def _patch_entry(source: PatchSource) -> dict[str, Any]:
     }
 
 
-def _change(section) -> str:
+def _change(section: FilePatch) -> str:
     if section.deleted:
         return "deleted"
     if section.added:
