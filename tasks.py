@@ -316,14 +316,18 @@ def record_history(
     help={
         "repair": "fix what can be fixed (unquoted or short ids, commits rewritten by squash "
         "merges or rebases, duplicates, order) and write the file",
+        "drop_stale": "with --repair: also remove entries whose patch sets no commit of the "
+        "current branch holds",
         "verbose": VERBOSE_HELP,
     }
 )
-def check_history(c: Context, repair: bool = False, verbose: bool = False) -> None:
+def check_history(
+    c: Context, repair: bool = False, drop_stale: bool = False, verbose: bool = False
+) -> None:
     """Check hardware/patch_history.yaml against the repository (--repair to fix it)."""
     from flagscale.vendor.history_check import check_command
 
-    report_errors(verbose, lambda: check_command(repair=repair))
+    report_errors(verbose, lambda: check_command(repair=repair, drop_stale=drop_stale))
 
 
 namespace.add_task(record_history)
@@ -470,6 +474,106 @@ def ci_matrix(c: Context, verbose: bool = False) -> None:
 
 
 namespace.add_task(ci_matrix)
+
+
+# --- pin moves (flow 6) -------------------------------------------------------------------------
+
+
+@task(
+    iterable=["key_path"],
+    help={
+        "backend": "the backend whose pin moves (declared in backends/backends.yaml)",
+        "to": "the new pin: a published version (release backends) or a commit or ref"
+        " (submodule backends)",
+        "continue": "go on with the refresh in progress, after settling its conflicts",
+        "abort": "give the refresh in progress up: everything goes back as it was",
+        "checkout": "folder for the conflict checkout (default build/refresh)",
+        "key_path": "key file(s) for encrypted patch sets; repeat for several vendors",
+        "smoke": "build and train every refreshed device type with golden losses (default;"
+        " --no-smoke skips it)",
+        "record_golden": "take the refreshed build's losses as the new golden values",
+        "json": "also write the report as JSON (schemas/refresh-report.schema.json) here",
+        "verbose": VERBOSE_HELP,
+    },
+)
+def refresh(
+    c: Context,
+    backend: str | None = None,
+    to: str | None = None,
+    continue_: bool = False,
+    abort: bool = False,
+    checkout: str | None = None,
+    key_path: list[str] | None = None,
+    smoke: bool = True,
+    record_golden: bool = False,
+    json: str | None = None,
+    verbose: bool = False,
+) -> None:
+    """Move a backend's pin; carry the base layer and every vendor patch set along."""
+    from flagscale.refresh.flow import refresh_command
+
+    report_errors(
+        verbose,
+        lambda: refresh_command(
+            backend,
+            to,
+            resume=continue_,
+            abort=abort,
+            checkout=checkout,
+            key_paths=key_files(key_path),
+            smoke=smoke,
+            record_golden=record_golden,
+            json_path=json,
+        ),
+    )
+
+
+@task(
+    iterable=["key_path"],
+    help={
+        "device": "the device type (Vendor_Model) whose sets to follow",
+        "good": "a pin where the sets apply (and train): a version or a commit",
+        "bad": "a pin where they do not",
+        "backend": "the upstream backend (default: the device type's only one)",
+        "smoke": "also build and run the smoke jobs at each step (slower)",
+        "pre": "release backends: count pre-releases (rc, dev builds) among the versions",
+        "key_path": "key file(s) for encrypted patch sets",
+        "json": "also write the result as JSON (schemas/refresh-bisect.schema.json) here",
+        "verbose": VERBOSE_HELP,
+    },
+)
+def bisect_upstream(
+    c: Context,
+    device: str,
+    good: str,
+    bad: str,
+    backend: str | None = None,
+    smoke: bool = False,
+    pre: bool = False,
+    key_path: list[str] | None = None,
+    json: str | None = None,
+    verbose: bool = False,
+) -> None:
+    """Name the first upstream step (commit or version) where a device type's sets break."""
+    from flagscale.refresh.bisect import bisect_command
+
+    report_errors(
+        verbose,
+        lambda: bisect_command(
+            device,
+            good,
+            bad,
+            backend=backend,
+            smoke=smoke,
+            pre=pre,
+            key_paths=key_files(key_path),
+            json_path=json,
+        ),
+    )
+
+
+namespace.add_task(refresh)
+namespace.add_task(bisect_upstream)
 
 
 # --- bundles and the compatibility matrix (flow 5) ----------------------------------------------

@@ -180,11 +180,24 @@ def test_shipped_workflow_is_valid_and_wired_to_the_matrix() -> None:
     assert test["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.matrix) }}"
     assert test["runs-on"] == "${{ matrix.runs_on }}"
     runs = [step["run"] for step in test["steps"] if "run" in step]
-    assert "nox -s \"unpatch_and_test(device='${DEVICE}')\"" in runs
+    # The README's main command: the tool (it brings nox, uv and what the noxfile imports), nox.
+    assert runs.index("python -m pip install -e .") < runs.index(
+        "nox -s \"unpatch_and_test(device='${DEVICE}')\""
+    )
     assert test["env"]["DEVICE"] == "${{ matrix.device }}"
     # The entries the matrix command prints carry every key the workflow reads.
     for entry in EXPECTED_MATRIX["include"]:
         assert {"device", "runs_on", "session"} <= set(entry)
+
+
+def test_each_device_types_job_gets_only_its_own_environments_key() -> None:
+    test = load_workflow(TOOL_ROOT / WORKFLOW)["jobs"]["unpatch_and_test"]
+    assert test["environment"] == "${{ matrix.device }}"
+    text = (TOOL_ROOT / WORKFLOW).read_text()
+    assert "secrets[" not in text  # an indexed secrets context hands every secret to every job
+    [key_step] = [step for step in test["steps"] if "PATCH_KEY" in step.get("env", {})]
+    assert key_step["env"]["PATCH_KEY"] == "${{ secrets.FLAGSCALE_KEY }}"
+    assert "FLAGSCALE_KEY_PATHS=" in key_step["run"]
 
 
 def _broken(change) -> dict:  # type: ignore[no-untyped-def]
@@ -265,4 +278,5 @@ def test_tests_workflow_runs_the_whole_suite_and_lint() -> None:
     workflow = load_workflow(TOOL_ROOT / "ci/workflows/tests.yml")
     assert set(workflow["on"]) == {"push", "pull_request", "workflow_dispatch"}
     runs = [step.get("run", "") for step in workflow["jobs"]["tests"]["steps"]]
-    assert "nox -s tests lint" in runs
+    # the noxfile imports the tool: it is installed before nox runs
+    assert runs.index("python -m pip install -e .") < runs.index("nox -s tests lint")

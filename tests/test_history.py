@@ -400,3 +400,29 @@ def test_explicit_commit_is_recorded_even_with_identical_sets(vendor: VendorWork
     )
     assert lines == [f"{DEVICE} train {KEY}: recorded {shared}"]
     assert load_history(load_workspace(vendor.root))[DEVICE]["train"][KEY] == [first, shared]
+
+
+def test_an_entry_no_commit_of_the_branch_holds_can_be_dropped(vendor: VendorWorkspace) -> None:
+    # The vendor's pull request was closed: main records a commit of a branch never merged, and
+    # a commit that is gone; neither has a replacement. The error says how to drop them, and the
+    # command it prints does.
+    merged = make_sets(vendor, ["llama"])  # an earlier adaptation, merged and recorded
+    run_git(vendor.root, "checkout", "-q", "-b", "metax")
+    x = make_sets(vendor, ["llama", "aquila"])
+    run_git(vendor.root, "checkout", "-q", "main")
+    gone = "0123456789abcdef" * 2 + "01234567"
+    write_history(vendor, history_text([f'"{merged}"', f'"{x}"', f'"{gone}"']))
+    commit_history(vendor, "history listing a closed pull request")
+    checked = inv(vendor.root, "check-history", "--repair", check=False)
+    assert checked.returncode == 1
+    drop = "`inv check-history --repair --drop-stale`"
+    assert f"{x} is not on the current branch" in checked.stderr
+    assert f"(record the right one with `inv record-history`, or drop: {drop})" in checked.stderr
+    assert f"commit '{gone}' does not exist here" in checked.stderr
+    assert f"or drop the entry: {drop}" in checked.stderr
+    assert not run_git(vendor.root, "status", "--porcelain", "--", "hardware")  # not written
+    dropped = inv(vendor.root, "check-history", "--repair", "--drop-stale")
+    assert dropped.stdout.count("entry removed (--drop-stale)") == 2
+    assert load_history(load_workspace(vendor.root))[DEVICE]["train"][KEY] == [merged]
+    refused = inv(vendor.root, "check-history", "--drop-stale", check=False)
+    assert refused.returncode == 1 and "--drop-stale goes with --repair" in refused.stderr

@@ -30,6 +30,7 @@ from tests.release_fixtures import (
     record_history,
     write_patch_set,
 )
+from tests.toolcopy import copy_tool
 
 A, B, C = (f"megatron/core/{name}.py" for name in "abc")
 
@@ -399,3 +400,11 @@ def test_last_smoke_is_the_run_that_ended_last_at_its_own_time(tmp_path: Path) -
     os.utime(tmp_path / "c/result.json", (1780000000, 1780000000))  # 2026-05-28, no finished_at
     latest = latest_smoke_results(tmp_path)["Metax_C550"]
     assert (latest.path, latest.finished_at) == ("c/result.json", "2026-05-28T20:26:40Z")
+
+
+def test_matrix_pages_written_at_the_workspace_root_are_ignored_by_git(tmp_path: Path) -> None:
+    # docs/matrix.md writes them there: `inv matrix --json matrix.json --html matrix.html`.
+    root = copy_tool(tmp_path / "FlagScale")
+    for name in ("matrix.json", "matrix.html", "docs/matrix.json"):
+        (root / name).write_text("{}\n")
+    assert run_git(root, "status", "--porcelain", "--untracked-files=all") == "?? docs/matrix.json"

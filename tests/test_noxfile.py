@@ -32,8 +32,8 @@ def test_sessions_of_a_workspace_with_history(tmp_path: Path) -> None:
     shutil.copy(TOOL_ROOT / "noxfile.py", root / "noxfile.py")
     assert nox_list(root / "noxfile.py") == [
         "* tests -> Run the test suite (pytest, 2 workers; pass pytest arguments after --).",
-        "* lint -> Lint and format-check with ruff; check the import layers"
-        " (docs/architecture.md).",
+        "* lint -> Lint and format-check with ruff; import layers; audit the CI workflows with"
+        " zizmor.",
         "* validate -> Check backends.yaml, the history, patch-set metadata, smoke cases and"
         " goldens.",
         f"- unpatch_and_test(device='Generic_CPU') -> {DOCSTRING}",

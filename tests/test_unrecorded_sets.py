@@ -140,3 +140,35 @@ def test_ci_hint_for_encrypted_sets_names_the_environment_variable(tmp_path: Pat
         "then set FLAGSCALE_KEY_PATHS=<key file> (several: separated by ':'); in GitHub Actions"
         " the workflow fills it from the device type's secret: see docs/ci.md)"
     ) in last
+
+
+def test_building_recorded_sets_warns_when_the_work_tree_holds_others(tmp_path: Path) -> None:
+    root = vendor_branch(tmp_path)
+    record(root, DEVICE)
+    commit_all(root, "record the sets")
+    quiet_build = inv(root, "build", "--device", DEVICE)
+    assert "warning" not in quiet_build.stdout + quiet_build.stderr
+    # The vendor changes a set (not yet recorded): the build says it builds the recorded ones.
+    metadata = root / "hardware" / DEVICE / "FlagScale" / "metadata.yaml"
+    data = yaml.safe_load(metadata.read_text())
+    data["models"] = ["aquila", "llama"]
+    metadata.write_text(yaml.safe_dump(data, sort_keys=True))
+    (root / "hardware" / DEVICE / "Megatron-LM" / "notes.txt").write_text("new file\n")
+    warned = inv(root, "build", "--device", DEVICE)
+    assert (
+        f"warning: hardware/{DEVICE}/FlagScale, hardware/{DEVICE}/Megatron-LM in your work tree"
+        " differ from the patch sets of the history entry being built"
+    ) in warned.stdout
+    assert f"build yours with `inv build --device {DEVICE} --work-tree`" in warned.stdout
+    checked = inv(root, "check-history")
+    key = "+".join(sorted(BACKENDS))
+    assert checked.stdout.splitlines()[0] == "hardware/patch_history.yaml: ok"
+    assert checked.stdout.splitlines()[1].startswith(
+        f"note: hardware/{DEVICE}/FlagScale, hardware/{DEVICE}/Megatron-LM in your work tree"
+        f" differ from the newest entry of {DEVICE}.train.{key} ("
+    )
+    # An older entry asked for by --commit is built on purpose: no warning.
+    entry = yaml.safe_load((root / "hardware" / "patch_history.yaml").read_text())
+    recorded = entry[DEVICE]["train"]["+".join(sorted(BACKENDS))][-1]
+    chosen = inv(root, "build", "--device", DEVICE, "--commit", recorded)
+    assert "differ from the patch sets" not in chosen.stdout + chosen.stderr

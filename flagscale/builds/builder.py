@@ -70,6 +70,7 @@ from flagscale.core.schema import validate
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
 from flagscale.vendor.keyring import KeyRing
 from flagscale.vendor.stored_sets import GIT_SETS, SetPlan, SetSource, read_blobs
+from flagscale.vendor.worktree_sets import sets_changed_since
 
 __all__ = [
     "assemble_trees",
@@ -219,7 +220,22 @@ def _plan_all(ws: Workspace, devices: list[str], request: BuildRequest) -> list[
     ]
     if len(plans) > 1:
         _report_bases(plans, request)
+    if request.source is GIT_SETS and commit is None:
+        for plan in plans:
+            _warn_newer_sets(ws, plan, request)
     return plans
+
+
+def _warn_newer_sets(ws: Workspace, plan: BuildPlan, request: BuildRequest) -> None:
+    """Say when the work tree holds other sets than the history entry this build uses."""
+    changed = sets_changed_since(ws, plan.device_type, list(plan.sets), plan.choice.commit)
+    if changed:
+        request.report(
+            f"warning: {', '.join(changed)} in your work tree differ from the patch sets of the"
+            f" history entry being built ({plan.choice.commit[:12]}): this builds the recorded"
+            f" sets; build yours with `inv build --device {plan.device_type} --work-tree`, and"
+            " record them after the merge (`inv record-history`, docs/history.md)"
+        )
 
 
 def _common_history_commit(ws: Workspace, devices: list[str], request: BuildRequest) -> str | None:

@@ -78,6 +78,7 @@ ALIASES: Mapping[str, tuple[str, ...]] = {
     "device": ("device", "device-type"),
     "device_type": ("device-type", "device"),
     "three_way": ("3way", "three-way"),  # git's spelling first
+    "continue_": ("continue",),  # a Python keyword as a parameter (inv refresh --continue)
 }
 
 # Short flags, given on purpose: each means one thing in every task (``-m`` is the commit

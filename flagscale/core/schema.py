@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["SCHEMA_DIR", "SchemaError", "load_document", "parse_document", "schema_for", "validate"]
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+# schemas/ at the repository root; flagscale/schemas links to it so that an installed copy has it.
+SCHEMA_DIR = (Path(__file__).resolve().parents[1] / "schemas").resolve()
 
 
 class SchemaError(FlagScaleError):

@@ -33,6 +33,7 @@ from flagscale.core.errors import FlagScaleError
 from flagscale.core.progress import Progress
 from flagscale.core.schema import validate
 from flagscale.overlay import layered_trees
+from flagscale.refresh.report import matrix_view
 from flagscale.release.matrix_html import render_html
 from flagscale.release.matrix_notes import not_clean_hint, row_notes
 from flagscale.runner.latest_results import DEFAULT_RESULTS, SmokeResult, latest_smoke_results
@@ -131,6 +132,7 @@ def build_matrix(
                 checks[id(patch_set)] = future.result()
     rows = [_row(pins, p, *checks[id(p)], smoke) for p in patch_sets]
     progress.finish(f"checked {len(rows)} patch sets")
+    refresh = matrix_view(ws)
     document = {
         "schema_version": SCHEMA_VERSION,
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -140,7 +142,18 @@ def build_matrix(
         "rows": rows,
         "summary": {verdict: sum(r["verdict"] == verdict for r in rows) for verdict in VERDICTS},
     }
+    if refresh is not None:
+        _add_refresh(document, refresh)
     return validate(document, "matrix", "matrix document")
+
+
+def _add_refresh(document: dict[str, Any], refresh: dict[str, Any]) -> None:
+    """The refresh in progress (else the last one), on the rows of the sets it concerned."""
+    document["refresh"] = {key: refresh[key] for key in ("backend", "from", "to", "status")}
+    for row in document["rows"]:
+        found = refresh["sets"].get(f"{row['device_type']}/{row['backend']}")
+        if found is not None:
+            row["refresh"] = dict(found)
 
 
 def _workers() -> int:
@@ -360,6 +373,9 @@ def _cell_text(check: dict[str, str]) -> str:
 def render_table(document: dict[str, Any], *, color: bool = False) -> str:
     """The matrix as an aligned text table; ANSI colours only when ``color`` is true."""
     header = ["DEVICE TYPE", "BACKEND", "BASE", "ON BASE", "ON CURRENT PINS", "VERDICT", "SMOKE"]
+    refresh = document.get("refresh")
+    if refresh:
+        header.append("REFRESH")
     rows = [
         [
             row["device_type"],
@@ -369,6 +385,7 @@ def render_table(document: dict[str, Any], *, color: bool = False) -> str:
             _cell_text(row["on_current"]),
             row["verdict"],
             row["smoke"]["status"],
+            *([row.get("refresh", {}).get("status", "-")] if refresh else []),
         ]
         for row in document["rows"]
     ]
@@ -379,6 +396,11 @@ def render_table(document: dict[str, Any], *, color: bool = False) -> str:
     lines.append(f"{len(rows)} patch sets at {document['flagscale_commit']}: {summary}")
     for row in document["rows"]:
         lines += [f"  {row['device_type']}/{row['backend']}: {note}" for note in row_notes(row)]
+    if refresh:
+        lines.append(
+            f"refresh {refresh['backend']} {refresh['from']} -> {refresh['to']}:"
+            f" {refresh['status'].replace('_', ' ')}"
+        )
     return "\n".join(lines) + "\n"
 
 

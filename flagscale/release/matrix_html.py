@@ -30,6 +30,11 @@ td.status { font-weight: 600; white-space: nowrap; }
 .recorded { background: #dcecff; color: #0b3a6e; }
 .conflicts, .conflicting, .failed, .error { background: #ffd9d9; color: #7a0b0b; }
 .unknown, .none { background: #ececec; color: #333333; }
+.refresh-unchanged, .refresh-carried, .refresh-refreshed, .done {
+  background: #d8f3dc; color: #0b4d1e; }
+.refresh-conflict, .refresh-not_refreshed, .smoke_failed, .stopped {
+  background: #ffd9d9; color: #7a0b0b; }
+.refresh-pending, .in_progress { background: #fff1c2; color: #5c4300; }
 td.detail { color: #444; font-size: 13px; max-width: 36rem; }
 ul.summary { list-style: none; padding: 0; display: flex; gap: .6rem; margin: .6rem 0 0; }
 ul.summary li { padding: .2rem .6rem; border-radius: .3rem; font-weight: 600; }
@@ -50,12 +55,17 @@ _LABELS = {
 
 def render_html(document: dict[str, Any]) -> str:
     """The HTML page for a matrix document (the JSON that ``inv matrix --json`` writes)."""
-    rows = "\n".join(_row(row) for row in document["rows"])
+    refresh = document.get("refresh")
+    rows = "\n".join(_row(row, with_refresh=bool(refresh)) for row in document["rows"])
     pins = ", ".join(
         f"{escape(name)} <code>{escape(pin)}</code>"
         for name, pin in sorted(document["pins"].items())
     )
-    empty = '<tr><td colspan="8">no patch sets in the history</td></tr>'
+    columns = 9 if refresh else 8
+    last_columns = "<th>Last smoke</th>" + ("<th>Refresh</th>" if refresh else "")
+    refresh_meta = _refresh_meta(refresh)
+    results = escape(document.get("results_dir") or "none given")
+    empty = f'<tr><td colspan="{columns}">no patch sets in the history</td></tr>'
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -68,12 +78,12 @@ def render_html(document: dict[str, Any]) -> str:
 <h1>FlagScale compatibility matrix</h1>
 <p class="meta">FlagScale commit <code>{escape(document["flagscale_commit"])}</code></p>
 <p class="meta">Current pins: {pins or "none"}</p>
-<p class="meta">Smoke results: {escape(document.get("results_dir") or "none given")}</p>
+<p class="meta">Smoke results: {results}</p>{refresh_meta}
 {_summary(document["summary"])}
 {_legend()}
 <table id="matrix">
 <thead><tr><th>Device type</th><th>Backend</th><th>Tasks</th><th>Recorded base</th>
-<th>On its base</th><th>On current pins</th><th>Verdict</th><th>Last smoke</th></tr></thead>
+<th>On its base</th><th>On current pins</th><th>Verdict</th>{last_columns}</tr></thead>
 <tbody>
 {rows or empty}
 </tbody>
@@ -108,7 +118,29 @@ def _legend() -> str:
     return f'<dl class="legend">{items}</dl>'
 
 
-def _row(row: dict[str, Any]) -> str:
+def _refresh_meta(refresh: dict[str, Any] | None) -> str:
+    if not refresh:
+        return ""
+    status = refresh["status"].replace("_", " ")
+    step = f"{refresh['from']} -> {refresh['to']}"
+    return (
+        f'\n<p class="meta">Refresh: {escape(refresh["backend"])} {escape(step)}:'
+        f' <span class="status {escape(refresh["status"])}">{escape(status)}</span></p>'
+    )
+
+
+def _refresh_cell(row: dict[str, Any]) -> str:
+    found = row.get("refresh")
+    if found is None:
+        return '<td class="status none">-</td>'
+    status = found["status"]
+    return (
+        f'<td class="status refresh-{escape(status)}" title="{escape(found["detail"])}">'
+        f"{escape(status.replace('_', ' '))}</td>"
+    )
+
+
+def _row(row: dict[str, Any], *, with_refresh: bool = False) -> str:
     smoke = row["smoke"]
     smoke_text = smoke["status"]
     if smoke.get("case"):
@@ -126,14 +158,20 @@ def _row(row: dict[str, Any]) -> str:
         f'<td class="status {escape(smoke["status"])}" title="{escape(smoke_title)}">'
         f"{escape(smoke_text)}</td>",
     ]
+    if with_refresh:
+        cells.append(_refresh_cell(row))
     line = (
         f'<tr data-device="{escape(row["device_type"])}" data-backend="{escape(row["backend"])}">'
         + "".join(cells)
         + "</tr>"
     )
     notes = "<br>".join(escape(note) for note in row_notes(row))
+    if with_refresh and row.get("refresh", {}).get("detail"):
+        detail = f"refresh: {escape(row['refresh']['detail'])}"
+        notes = f"{notes}<br>{detail}" if notes else detail
     if notes:
-        line += f'\n<tr class="note"><td></td><td class="detail" colspan="7">{notes}</td></tr>'
+        span = 8 if with_refresh else 7
+        line += f'\n<tr class="note"><td></td><td class="detail" colspan="{span}">{notes}</td></tr>'
     return line
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "backend_key",
     "dump_history",
     "entries_of",
+    "history_header",
     "load_history",
     "resolve",
     "write_history",
@@ -131,8 +132,13 @@ def _header(ws: Workspace) -> str:
     path = ws.path(HISTORY)
     if not path.is_file():
         return ""
+    return history_header(path.read_text(encoding="utf-8"))
+
+
+def history_header(text: str) -> str:
+    """The comment lines at the top of a history file's text (kept when it is rewritten)."""
     header = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         if line.startswith("#") or (not line.strip() and header):
             header.append(line)
         else:

@@ -17,7 +17,7 @@ import yaml
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.schema import parse_document, validate
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
-from flagscale.vendor.history import HISTORY, History, backend_key, write_history
+from flagscale.vendor.history import HISTORY, History, backend_key, load_history, write_history
 from flagscale.vendor.history_sets import (
     ancestry_order,
     content_match,
@@ -27,10 +27,14 @@ from flagscale.vendor.history_sets import (
 )
 from flagscale.vendor.patchset import DEVICE_TYPE, HARDWARE, TASKS, set_folder
 from flagscale.vendor.stored_sets import set_at, tasks_listed, tasks_listed_quiet
+from flagscale.vendor.worktree_sets import sets_changed_since
 
 __all__ = ["CheckReport", "check_command", "check_history"]
 
 _FULL_SHA = re.compile(r"^[0-9a-f]{40}$")
+_DROPPED = "entry removed (--drop-stale)"
+_RECORD = "`inv record-history`"
+_DROP = "`inv check-history --repair --drop-stale`"
 _MISSING = "missing"  # check_commit's answer for a commit id this repository does not have
 
 
@@ -62,9 +66,10 @@ def _raw_history(ws: Workspace) -> tuple[Any, Any]:
 class _Checker:
     """Checks one history file; with ``repair`` builds the repaired history on the way."""
 
-    def __init__(self, ws: Workspace, repair: bool) -> None:
+    def __init__(self, ws: Workspace, repair: bool, drop: bool = False) -> None:
         self.ws = ws
         self.repair = repair
+        self.drop = repair and drop
         self.report = CheckReport()
         self.fixed: History = {}
 
@@ -181,6 +186,7 @@ class _Checker:
                 f"remapped to {match}, which holds identical patch sets" if match else None,
             )
             if match is None:
+                self.drop_if_asked(where, "its sets are on no commit of the current branch")
                 return None
             oid = match
         try:
@@ -230,13 +236,26 @@ class _Checker:
                 " its neighbours that changed the patch sets",
             )
             return candidates[0]
+        if not candidates and self.drop:
+            self.problem(where, what, _DROPPED)
+            return None
         detail = (
             f"; candidates: {', '.join(c[:12] for c in candidates)}"
+            f" (record the right one with {_RECORD})"
             if candidates
             else "; no commit of the current branch between its neighbours changed the sets"
+            f" (record the right one with {_RECORD}, or drop the entry: {_DROP})"
         )
-        self.problem(where, what + detail + " (record the right one with inv record-history)")
+        self.problem(where, what + detail)
         return None
+
+    def drop_if_asked(self, where: str, why: str) -> None:
+        """After a problem that leaves an entry pointing nowhere: with ``drop``, say it goes."""
+        if self.drop:
+            self.report.problems.pop()
+            self.report.repaired.append(f"{HISTORY}: {where}: {why}: {_DROPPED}")
+        else:
+            self.report.problems[-1] += f" (record the right one with {_RECORD}, or drop: {_DROP})"
 
     def check_duplicates(self, where: str, commits: list[str]) -> list[str]:
         unique = list(dict.fromkeys(commits))
@@ -256,14 +275,15 @@ class _Checker:
         return commits
 
 
-def check_history(ws: Workspace, *, repair: bool = False) -> CheckReport:
+def check_history(ws: Workspace, *, repair: bool = False, drop: bool = False) -> CheckReport:
     """Check ``hardware/patch_history.yaml``; with ``repair`` fix what can be fixed and write it.
 
     Repair quotes unquoted ids, expands short ones, remaps commits rewritten by a squash merge or
     rebase to the current branch's commit with identical patch sets, removes duplicates and
-    orders by ancestry. Nothing is written while any problem remains.
+    orders by ancestry; with ``drop`` too it removes entries whose sets no commit of the current
+    branch holds (gone, or left on another branch). Nothing is written while a problem remains.
     """
-    checker = _Checker(ws, repair)
+    checker = _Checker(ws, repair, drop)
     report = checker.run()
     if repair and report.ok and report.repaired:
         write_history(ws, checker.fixed)
@@ -271,11 +291,14 @@ def check_history(ws: Workspace, *, repair: bool = False) -> CheckReport:
     return report
 
 
-def check_command(*, repair: bool = False) -> CheckReport:
+def check_command(*, repair: bool = False, drop_stale: bool = False) -> CheckReport:
     """``inv check-history``: print what was repaired and fail on each problem left."""
     from flagscale.upstream.workspace import find_workspace
 
-    report = check_history(find_workspace(), repair=repair)
+    if drop_stale and not repair:
+        raise FlagScaleError("--drop-stale goes with --repair", hint="add --repair")
+    ws = find_workspace()
+    report = check_history(ws, repair=repair, drop=drop_stale)
     for line in report.repaired:
         print(f"repaired: {line}")
     if report.written:
@@ -285,9 +308,32 @@ def check_command(*, repair: bool = False) -> CheckReport:
             print(f"error: {line}", file=sys.stderr)
         raise FlagScaleError(
             report.problems[-1],
-            hint=f"{len(report.problems)} problem(s); fix by hand"
-            + ("" if repair else " or try `inv check-history --repair`"),
+            hint=f"{len(report.problems)} problem(s)"
+            + (
+                "; each says what to do"
+                if repair
+                else "; `inv check-history --repair` fixes what it can, each says what to do"
+            ),
         )
     if not report.repaired:
         print(f"{HISTORY}: ok")
+    for note in unrecorded_notes(ws):
+        print(f"note: {note}")
     return report
+
+
+def unrecorded_notes(ws: Workspace) -> list[str]:
+    """One note per history line whose sets in the work tree differ from its newest entry."""
+    notes = []
+    for device, tasks in sorted(load_history(ws).items()):
+        for task, keys in sorted(tasks.items()):
+            for key, commits in sorted(keys.items()):
+                changed = sets_changed_since(ws, device, key.split("+"), commits[-1])
+                if changed:
+                    notes.append(
+                        f"{', '.join(changed)} in your work tree differ from the newest entry of"
+                        f" {device}.{task}.{key} ({commits[-1][:12]}): record them after the merge"
+                        f" (`inv record-history --device-type {device} --task {task}"
+                        f" --backend {' '.join(key.split('+'))}`)"
+                    )
+    return notes

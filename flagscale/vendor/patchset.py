@@ -35,6 +35,7 @@ __all__ = [
     "load_patch_set",
     "parse_metadata",
     "read_metadata",
+    "read_stored_patches",
     "set_folder",
 ]
 
@@ -256,6 +257,26 @@ def read_metadata(
     return metadata
 
 
+def read_stored_patches(
+    ws: Workspace, metadata: PatchMetadata, *, commit: str | None = None
+) -> tuple[bytes, ...]:
+    """The stored bytes of each patch file the metadata lists, each checked against its sha256."""
+    folder = set_folder(metadata.device_type, metadata.backend)
+    stored = []
+    for entry in metadata.patches:
+        path = f"{folder}/{check_relative(entry['file'], f'{folder}/{METADATA}')}"
+        data = _read_file(ws, path, commit)
+        if data is None:
+            raise FlagScaleError(f"{folder}/{METADATA} lists {entry['file']}, but it is missing")
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise FlagScaleError(
+                f"{path}: sha256 does not match {folder}/{METADATA}",
+                hint="restore it from git or re-run inv patch",
+            )
+        stored.append(data)
+    return tuple(stored)
+
+
 def load_patch_set(
     ws: Workspace,
     device_type: str,
@@ -279,16 +300,9 @@ def load_patch_set(
             )
         key = crypto.load_key(Path(key_path), contact=metadata.contact or None)
     patches = []
-    for entry in metadata.patches:
-        path = f"{folder}/{check_relative(entry['file'], f'{folder}/{METADATA}')}"
-        data = _read_file(ws, path, commit)
-        if data is None:
-            raise FlagScaleError(f"{folder}/{METADATA} lists {entry['file']}, but it is missing")
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise FlagScaleError(
-                f"{path}: sha256 does not match {folder}/{METADATA}",
-                hint="restore it from git or re-run inv patch",
-            )
+    stored = read_stored_patches(ws, metadata, commit=commit)
+    for entry, data in zip(metadata.patches, stored, strict=True):
+        path = f"{folder}/{entry['file']}"
         if entry["encrypted"]:
             assert key is not None
             data = crypto.decrypt_file_bytes(

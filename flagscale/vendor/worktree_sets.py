@@ -23,7 +23,7 @@ from flagscale.upstream.workspace import Workspace
 from flagscale.vendor.patchset import METADATA, check_device_type, check_task, parse_metadata
 from flagscale.vendor.set_plan import Entry, HistoryChoice, SetPlan
 
-__all__ = ["WorkTreeSets"]
+__all__ = ["WorkTreeSets", "sets_changed_since"]
 
 SETS_FROM = "work-tree"  # the build record's inputs.sets_from
 
@@ -34,6 +34,20 @@ def _warn(line: str) -> None:
 
 def _device_folder(device_type: str) -> str:
     return f"hardware/{device_type}"
+
+
+def sets_changed_since(
+    ws: Workspace, device_type: str, backends: Sequence[str], commit: str
+) -> list[str]:
+    """The set folders ``hardware/<V_M>/<backend>`` whose files in the work tree differ from
+    ``commit``'s (edited, added or removed; files ``.gitignore`` ignores left out)."""
+    folders = [f"{_device_folder(device_type)}/{b}" for b in backends]
+    if not folders:
+        return []
+    changed = git(["diff", "--name-only", "-z", commit, "--", *folders], ws.root)
+    untracked = git(["ls-files", "-z", "--others", "--exclude-standard", "--", *folders], ws.root)
+    paths = {p.decode("utf-8", "surrogateescape") for p in (changed + untracked).split(b"\0") if p}
+    return [f for f in folders if any(p.startswith(f"{f}/") for p in paths)]
 
 
 class WorkTreeSets:
