@@ -2,6 +2,7 @@
 
 # nox -s tests lint validate
 # nox -s "unpatch_and_test(device='Generic_CPU')"   one device type, as CI runs it
+# nox -s "unpatch_and_test(device='Generic_CPU')" -- --coverage   ... and its patch coverage
 # nox -r ... reuses the virtualenvs (fast rerun); nox -R ... also skips the installs.
 # Environments are made with uv where it is installed (the tool depends on it), else virtualenv:
 # nox --force-venv-backend virtualenv ... forces pip. uv installs from the sources pip is set up
@@ -73,5 +74,8 @@ def validate(session: nox.Session) -> None:
 @nox.parametrize("device", DEVICES)
 def unpatch_and_test(session: nox.Session, device: str) -> None:
     """Fresh build of one device type, schema checks, vendor hooks, smoke job vs golden."""
+    # `-- --coverage` (or FLAGSCALE_COVERAGE=1): the smoke jobs under coverage.py, the patch
+    # coverage report in logs/coverage/<V_M>/ (docs/coverage-and-bisect.md)
     install_tool(session, "smoke")
-    session.run("python", "-m", "flagscale.ci", "unpatch-and-test", "--device", device)
+    command = ["python", "-m", "flagscale.ci", "unpatch-and-test", "--device", device]
+    session.run(*command, *session.posargs)

@@ -376,6 +376,94 @@ def smoke(
 namespace.add_task(smoke)
 
 
+# --- trust: patch coverage and culprit bisection (flow 7) ---------------------------------------
+
+
+@task(
+    iterable=["key_path"],
+    help={
+        "device": "device type whose build tree to measure (Vendor_Model): build/<V_M>/",
+        "case": "smoke case: a name in ci/smoke/ or a file (default: every case in ci/smoke/)",
+        "build_dir": "build tree to measure instead of build/<V_M>/",
+        "key_path": "key file for encrypted patch sets (to read their hunks)",
+        "out": "report folder (default logs/coverage/<V_M>/)",
+        "timeout": "seconds before a job is stopped (default: the case's timeout)",
+        "verbose": VERBOSE_HELP,
+    },
+)
+def coverage(
+    c: Context,
+    device: str | None = None,
+    case: str | None = None,
+    build_dir: str | None = None,
+    key_path: list[str] | None = None,
+    out: str | None = None,
+    timeout: int = 0,
+    verbose: bool = False,
+) -> None:
+    """Run the smoke jobs under coverage; show which hunks of the patches ran (JSON, HTML)."""
+    from flagscale.trust.patch_coverage import coverage_command
+
+    report_errors(
+        verbose,
+        lambda: coverage_command(
+            device,
+            case=case,
+            build_dir=build_dir,
+            key_paths=key_files(key_path),
+            out=out,
+            timeout=timeout or None,
+        ),
+    )
+
+
+namespace.add_task(coverage)
+
+
+@task(
+    iterable=["key_path"],
+    help={
+        "device": "device type whose smoke job broke (Vendor_Model)",
+        "case": "smoke case: a name in ci/smoke/ or a file (default: every case in ci/smoke/)",
+        "good": "history commit whose smoke job passes (default: the previous entry that passes)",
+        "bad": "history commit whose smoke job fails (default: the newest entry)",
+        "task": "task of the history line (train, inference, post_train)",
+        "key_path": "key file for encrypted patch sets; repeat for several vendors",
+        "no_coverage": "do not run the failing entry under coverage (no unreached hunk skipped)",
+        "verbose": VERBOSE_HELP,
+    },
+)
+def bisect(
+    c: Context,
+    device: str | None = None,
+    case: str | None = None,
+    good: str | None = None,
+    bad: str | None = None,
+    task: str | None = None,
+    key_path: list[str] | None = None,
+    no_coverage: bool = False,
+    verbose: bool = False,
+) -> None:
+    """Find the hunk(s) of a device's patch change that break its smoke job (delta debugging)."""
+    from flagscale.trust.bisect import bisect_command
+
+    report_errors(
+        verbose,
+        lambda: bisect_command(
+            device,
+            case=case,
+            good=good,
+            bad=bad,
+            task=task,
+            key_paths=key_files(key_path),
+            no_coverage=no_coverage,
+        ),
+    )
+
+
+namespace.add_task(bisect)
+
+
 @task(help={"verbose": VERBOSE_HELP})
 def ci_matrix(c: Context, verbose: bool = False) -> None:
     """Print the CI device matrix (device types and runner labels) as JSON."""

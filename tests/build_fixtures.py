@@ -122,10 +122,13 @@ def rewrite_set(
     patch: bytes | None = None,
     metadata: dict | None = None,
     raw_metadata: bytes | None = None,
+    keep_results: bool = False,
 ) -> str:
     """Change a committed set by hand (patch bytes, metadata keys), commit it and record it.
 
-    The patch's sha256 in the metadata follows the new bytes unless ``metadata`` sets it.
+    The patch's sha256 in the metadata follows the new bytes unless ``metadata`` sets it. A new
+    patch makes the set one without recorded results (as sets made before they were recorded),
+    unless ``keep_results``: then the metadata promises what the old patch produced.
     Returns the new history commit.
     """
     folder = root / "hardware" / device / backend
@@ -135,6 +138,9 @@ def rewrite_set(
     if patch is not None:
         (folder / entry["file"]).write_bytes(patch)
         entry["sha256"] = hashlib.sha256(patch).hexdigest()
+        if not keep_results:
+            data.pop("results", None)
+            data.pop("results_sealed", None)
     for key, value in (metadata or {}).items():
         data[key] = value
     text = raw_metadata or yaml.safe_dump(data, sort_keys=True).encode()

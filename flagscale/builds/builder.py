@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shlex
@@ -56,6 +57,7 @@ from flagscale.builds.lock import (
     stale_leftovers,
 )
 from flagscale.builds.plan import BuildPlan, plan_device
+from flagscale.builds.results_check import Expectation, check_results
 from flagscale.builds.write_failures import reported_write_failures
 from flagscale.core.atomic import write_atomically
 from flagscale.core.crashpoints import crash_point
@@ -76,8 +78,10 @@ __all__ = [
     "HETERO_MAP",
     "BuildRequest",
     "ConflictError",
+    "assemble_tree",
     "build_devices",
     "build_root",
+    "read_patches",
 ]
 
 BUILD_DIR = "build"
@@ -103,6 +107,8 @@ class BuildRequest:
     force: bool = False
     report: Callable[[str], None] = field(default=lambda line: print(line, flush=True))
     source: SetSource = GIT_SETS  # where history and patch sets come from (git, or a bundle)
+    root: Path | None = None  # where build trees go (default: the workspace's build/)
+    progress: bool = True  # the per-step progress lines on stderr
 
 
 def build_root(ws: Workspace) -> Path:
@@ -121,7 +127,7 @@ def build_devices(ws: Workspace, request: BuildRequest) -> dict[str, Path]:
         raise FlagScaleError(
             "no --device given", hint="name a device type, e.g. --device Metax_C550"
         )
-    root = _checked_build_root(ws)
+    root = request.root or _checked_build_root(ws)
     plans = _plan_all(ws, devices, request)
     for plan in plans:
         _refuse_linked_target(root / plan.device_type)
@@ -356,9 +362,10 @@ def _build_one(
     ws: Workspace, plan: BuildPlan, bases: dict[str, str], request: BuildRequest
 ) -> Path:
     """Build one device type under its lock, beside the target, and swap it in."""
-    root = build_root(ws)
+    root = request.root or build_root(ws)
     target = root / plan.device_type
-    progress = Progress(f"build {plan.device_type}", total=4)
+    stream = None if request.progress else io.StringIO()
+    progress = Progress(f"build {plan.device_type}", total=4, stream=stream)
     with reported_write_failures(target, _shown), DeviceLock(root, plan.device_type):
         clean_stale(root, plan.device_type)
         if _up_to_date(root, plan, request):  # someone built it while we waited
@@ -369,9 +376,11 @@ def _build_one(
         try:
             progress.step(f"reading {plan.choice.described}")
             assembler = Assembler(_scratch(ws), container / "git")
-            components = _components(ws, plan, bases, request)
+            keys = KeyRing(request.key_paths)
+            components = _components(ws, plan, bases, keys)
             progress.step("applying patch sets")
-            tree = _assemble(ws, root, plan, components, assembler)
+            checks = _expectations(ws, plan, keys)
+            tree = _assemble(ws, root, plan, components, assembler, checks, request.report)
             for note in assembler.notes:
                 request.report(f"{plan.device_type}: {note}")
             progress.step(f"writing {_shown(target)}")
@@ -406,8 +415,7 @@ def assemble_trees(
     without writing the files out. The new objects go under ``work``; the returned Assembler
     reads them (``entries``) until ``work`` is removed."""
     bases = _base_trees(ws, plan, {})
-    request = BuildRequest(devices=(plan.device_type,), key_paths=tuple(key_paths))
-    components = _components(ws, plan, bases, request)
+    components = _components(ws, plan, bases, KeyRing(key_paths))
     assembler = Assembler(_scratch(ws), work)
     trees = {c.prefix: assembler.patched_tree(c, three_way=False) for c in components}
     return trees, assembler
@@ -429,13 +437,40 @@ def _write_record(staged: Path, plan: BuildPlan, tree: str) -> None:
 # --- components: what gets patched where -----------------------------------------------------
 
 
+def assemble_tree(
+    ws: Workspace,
+    plan: BuildPlan,
+    assembler: Assembler,
+    *,
+    key_paths: Sequence[Path] = (),
+    report: Callable[[str], None] = print,
+) -> str:
+    """The build tree of ``plan`` as a git tree in ``assembler``'s objects; nothing written out.
+
+    The same assembly and checks as a build (no ``--3way``): for tools that compare builds.
+    """
+    keys = KeyRing(key_paths)
+    components = _components(ws, plan, _base_trees(ws, plan, {}), keys)
+    checks = _expectations(ws, plan, keys)
+    return _assemble(ws, build_root(ws), plan, components, assembler, checks, report)
+
+
+def read_patches(
+    ws: Workspace, plan: BuildPlan, *, key_paths: Sequence[Path] = ()
+) -> dict[str, tuple[PatchPiece, ...]]:
+    """backend → its set's patch files as the build applies them (checked, decrypted)."""
+    files = [f for s in plan.sets.values() for f in s.files]
+    blobs = read_blobs(ws, [f.blob for f in files if f.data is None])
+    keys = KeyRing(key_paths)
+    return {name: _pieces(patch_set, blobs, keys) for name, patch_set in plan.sets.items()}
+
+
 def _components(
-    ws: Workspace, plan: BuildPlan, bases: dict[str, str], request: BuildRequest
+    ws: Workspace, plan: BuildPlan, bases: dict[str, str], keys: KeyRing
 ) -> list[Component]:
     """Each part of the tree with its base tree and its (decrypted) patch pieces."""
     files = [f for s in plan.sets.values() for f in s.files]
     blobs = read_blobs(ws, [f.blob for f in files if f.data is None])
-    keys = KeyRing(request.key_paths)
     components = []
     for name in [FLAGSCALE, *plan.backends]:
         patch_set = plan.sets.get(name)
@@ -513,27 +548,50 @@ def _pieces(
 # --- applying ---------------------------------------------------------------------------------
 
 
+def _expectations(ws: Workspace, plan: BuildPlan, keys: KeyRing) -> dict[str, Expectation]:
+    """backend → what its set promises to produce (checked after its patches are applied)."""
+    state = ws.state_dir
+    expectations = {}
+    for name, patch_set in plan.sets.items():
+        key = None
+        if patch_set.key_id is not None and any(f.scheme == "fsenc" for f in patch_set.files):
+            key = keys.key_for(patch_set)
+        source = patch_set.source or patch_set.folder
+        expectations[name] = Expectation(source, patch_set.results, key, state)
+    return expectations
+
+
 def _assemble(
     ws: Workspace,
     root: Path,
     plan: BuildPlan,
     components: list[Component],
     assembler: Assembler,
+    checks: dict[str, Expectation],
+    report: Callable[[str], None],
 ) -> str:
     """The whole build tree's id; with ``--3way``, conflicts go to ``build/<V_M>.conflicts/``.
 
-    Every symlink of the tree as assembled is checked (``flagscale.core.paths.check_links``).
+    Each patched component is checked against what its set was made to produce, and every
+    symlink of the tree as assembled is checked (``flagscale.core.paths.check_links``).
     """
     trees: dict[str, str] = {}
     conflicts: list[tuple[Component, PatchApplyError]] = []
     for component in components:
         _check_reach(component)
         try:
-            trees[component.prefix] = assembler.patched_tree(component, three_way=plan.three_way)
+            tree = assembler.patched_tree(component, three_way=plan.three_way)
         except PatchApplyError as exc:
             if not plan.three_way:
                 raise
             conflicts.append((component, exc))
+            continue
+        trees[component.prefix] = tree
+        if component.pieces and component.name in checks:
+            check = checks[component.name]
+            check_results(
+                assembler, component, tree, check, three_way=plan.three_way, report=report
+            )
     if conflicts:
         _leave_conflicts(ws, root, plan, conflicts, components, assembler)
     parts = {prefix: tree for prefix, tree in trees.items() if prefix}

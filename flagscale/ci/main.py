@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flagscale.ci.devices import matrix
-from flagscale.ci.unpatch_and_test import unpatch_and_test
+from flagscale.ci.unpatch_and_test import coverage_wanted, unpatch_and_test
 from flagscale.ci.validate import validate_workspace
 from flagscale.core.errors import FlagScaleError, os_error
 from flagscale.upstream.workspace import load_workspace
@@ -45,6 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("validate", help="check every schema-described file")
     one = commands.add_parser("unpatch-and-test", help="fresh build + smoke job of one device")
     one.add_argument("--device", required=True, help="device type, Vendor_Model")
+    one.add_argument(
+        "--coverage",
+        action="store_true",
+        help="run the smoke cases under coverage.py and write logs/coverage/<V_M>/ (also:"
+        " FLAGSCALE_COVERAGE=1)",
+    )
     commands.add_parser("check-history", help=f"check {HISTORY} against the repository")
     commands.add_parser("check-sets", help="check every patch set: metadata, files, sha256")
     args = parser.parse_args(argv)
@@ -59,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "check-sets":
             return _report(check_sets(load_workspace(root)), "patch sets: ok")
         else:
-            unpatch_and_test(root, args.device)
+            unpatch_and_test(root, args.device, coverage=coverage_wanted(args.coverage))
     except FlagScaleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

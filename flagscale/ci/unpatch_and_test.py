@@ -15,12 +15,25 @@ from typing import Any
 from flagscale.ci.devices import SMOKE_CASES, TASK, smoke_cases
 from flagscale.ci.validate import validate_workspace
 from flagscale.core.errors import FlagScaleError
-from flagscale.upstream.workspace import load_workspace
+from flagscale.upstream.workspace import Workspace, load_workspace
 
-__all__ = ["KEY_PATHS_ENV", "ci_key_paths", "fresh_build", "unpatch_and_test"]
+__all__ = [
+    "COVERAGE_ENV",
+    "KEY_PATHS_ENV",
+    "ci_key_paths",
+    "coverage_wanted",
+    "fresh_build",
+    "unpatch_and_test",
+]
 
 
 KEY_PATHS_ENV = "FLAGSCALE_KEY_PATHS"  # key files for encrypted patch sets in CI
+COVERAGE_ENV = "FLAGSCALE_COVERAGE"  # 1: run the smoke cases under coverage (docs/ci.md)
+
+
+def coverage_wanted(flag: bool = False) -> bool:
+    """``--coverage``, or ``$FLAGSCALE_COVERAGE`` set to 1/true/yes."""
+    return flag or os.environ.get(COVERAGE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
 def ci_key_paths() -> tuple[Path, ...]:
@@ -98,10 +111,13 @@ def unpatch_and_test(
     *,
     work: Path | None = None,
     report: Callable[[str], None] = print,
+    coverage: bool = False,
 ) -> list[Any]:
     """CI for one device type: validate, fresh build, then every smoke case against its golden.
 
-    Returns the SmokeOutcome of each case; raises on the first failure.
+    Returns the SmokeOutcome of each case; raises on the first failure. With ``coverage`` the
+    cases run under coverage.py and the patch coverage report is written to
+    ``logs/coverage/<V_M>/`` (``flagscale.trust``); it then returns the measured cases.
     """
     from flagscale.runner.extra import require_smoke_extra
 
@@ -119,9 +135,37 @@ def unpatch_and_test(
     with tempfile.TemporaryDirectory(prefix=f"flagscale-ci-{device_type}-", dir=work) as temp:
         build = fresh_build(root, device_type, Path(temp), key_paths=ci_key_paths())
         report(f"built {device_type} in a fresh clone: {build}")
+        if coverage:
+            clone = load_workspace(Path(temp) / "workspace")
+            return _measured(root, clone, device_type, cases, build, report)
         outcomes = []
         for case in cases:
             outcome = run_smoke(root, device_type, case, build_dir=build)
             outcomes.append(outcome)
             report(describe(device_type, outcome))
     return outcomes
+
+
+def _measured(
+    root: Path,
+    clone: Workspace,
+    device_type: str,
+    cases: list[Path],
+    build: Path,
+    report: Callable[[str], None],
+) -> list[Any]:
+    """The cases under coverage on the fresh build (made in ``clone``); the report goes to the
+    workspace's logs."""
+    from flagscale.trust.patch_coverage import measure_device, output_folder
+    from flagscale.trust.report import summary_lines
+
+    out = output_folder(root / "logs" / "coverage" / device_type)
+    measured = measure_device(
+        clone, root, device_type, build, cases, out, key_paths=ci_key_paths(), report=report
+    )
+    for line in summary_lines(measured.document, per_hunk=False):
+        report(line)
+    report(f"wrote {measured.json_path} and {measured.html_path}")
+    if measured.failures:
+        raise measured.failures[0]
+    return list(measured.run.cases)

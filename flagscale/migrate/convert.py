@@ -23,13 +23,19 @@ from flagscale.migrate.base_layer import ensure_commit
 from flagscale.migrate.flagscale_apply import FlagScaleToolFails, apply_vendor_files
 from flagscale.migrate.scratch import ImportScratch
 from flagscale.migrate.source import HistoryLine, SourceCheckout, Submodule
-from flagscale.overlay.layered_trees import diff_trees, flagscale_tree, layered_tree
+from flagscale.overlay.layered_trees import (
+    changed_entries,
+    diff_trees,
+    flagscale_tree,
+    layered_tree,
+)
 from flagscale.upstream.workspace import FLAGSCALE, Workspace
 from flagscale.vendor import crypto
 from flagscale.vendor.keyring import KeyRing
 from flagscale.vendor.legacy import DIFF_YAML, parse_diff_yaml
 from flagscale.vendor.patchset import ALGORITHM, PatchMetadata, dump_metadata, encryption_name
 from flagscale.vendor.set_plan import SetPlan
+from flagscale.vendor.set_results import plain_results, seal_results
 
 __all__ = [
     "SCOPE_EXCLUDES",
@@ -217,6 +223,12 @@ def _convert(
     else:
         start = layered_tree(ws, name, base)
     patch = diff_trees(scratch.path, start, reference)
+    produced = plain_results(  # what the set makes (flagscale.vendor.set_results)
+        (after.path, None if after.mode == "000000" else after.oid)
+        for _before, after in changed_entries(scratch.path, start, reference)
+    )
+    results: dict[str, str | None] | None = produced
+    sealed = None
     plan = result.stored[name]
     legacy = parse_diff_yaml(
         result.stored_bytes[name][plan.metadata_path], plan.source, name_commit=plan.flagscale_base
@@ -230,6 +242,7 @@ def _convert(
         )
         file += crypto.ENCRYPTED_SUFFIX
         encryption = {"algorithm": ALGORITHM, "key_id": crypto.key_id(key)}
+        results, sealed = None, seal_results(produced, key)
     tasks = sorted(set(plan.tasks) | {line.task for line in result.lines if name in line.backends})
     metadata = PatchMetadata(
         device_type=result.device,
@@ -249,6 +262,8 @@ def _convert(
             },
         ),
         encryption=encryption,
+        results=results,
+        results_sealed=sealed,
     )
     files = {file: patch, "metadata.yaml": dump_metadata(metadata)}
     return Converted(name, files, reference, result.fixed.get(name, []))

@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -100,6 +100,9 @@ class _Run:
     report: Callable[[str], None] = field(default=lambda line: None, repr=False)
     started_at: str = field(default_factory=lambda: utc_now())
     root: Path | None = None  # the workspace, for showing paths relative to it
+    # what a caller adds to the job alone (e.g. measuring it): variables, import folders first
+    job_env: dict[str, str] = field(default_factory=dict)
+    job_python_path: tuple[Path, ...] = ()
 
     def shown(self, path: Path) -> str:
         """``path`` relative to the workspace when it is inside it, for messages."""
@@ -117,6 +120,8 @@ def run_smoke(
     log_dir: Path | None = None,
     base_env: Mapping[str, str] | None = None,
     report: Callable[[str], None] | None = None,
+    job_env: Mapping[str, str] | None = None,
+    job_python_path: Sequence[Path] = (),
 ) -> SmokeOutcome:
     """Run the smoke case ``config_path`` on the build tree of ``device_type``.
 
@@ -124,6 +129,10 @@ def run_smoke(
     SmokeError (or another FlagScaleError) with one line saying what failed; result.json is
     written to the log folder in every case once the folder exists. ``report`` gets a line for
     each hook, monitor and training step as it happens (default: standard error).
+
+    ``job_env`` and ``job_python_path`` reach the training job only (not hooks or monitors):
+    variables set last, and folders put first on its ``PYTHONPATH`` (modules imported from
+    them pass the provenance check). ``flagscale.trust`` measures the job this way.
     """
     check_device_type(device_type)
     root = root.resolve()
@@ -143,6 +152,8 @@ def run_smoke(
         golden=golden,
         report=report or _reporter(device_type, config.case),
         root=root,
+        job_env=dict(job_env or {}),
+        job_python_path=tuple(Path(p).resolve() for p in job_python_path),
     )
     try:
         _execute(run, root, megatron, timeout or config.timeout, base_env or os.environ)
@@ -249,7 +260,8 @@ def _launch(
     arguments = ["--job", str(job_file), "--metrics", str(metrics)]
     rank_logs = run.log_dir / "ranks"
     command = torchrun_command(config.nproc, free_port(), run.entry, arguments, rank_logs)
-    env = job_environment(base_env, python_path, variables, marker)
+    search = [*run.job_python_path, *python_path]
+    env = job_environment(base_env, search, {**variables, **run.job_env}, marker)
     job_log = run.log_dir / "job.log"
     job_log.write_text("$ " + " ".join(command) + "\n", "utf-8")
     shown = run.shown
@@ -438,7 +450,7 @@ def _check_provenance(run: _Run, megatron: Path) -> None:
             f"smoke job imported megatron.core from {reported}, not from the build tree {megatron}",
             hint="remove the other megatron from the job's Python or rebuild the tree",
         )
-    allowed = (run.build, run.log_dir)
+    allowed = (run.build, run.log_dir, *run.job_python_path)
     for module, path in sorted(run.summary.get("modules", {}).items()):
         if not any(_inside(Path(path), place) for place in allowed):
             raise SmokeError(

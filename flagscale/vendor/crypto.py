@@ -49,6 +49,7 @@ __all__ = [
     "encrypted_key_id",
     "is_encrypted",
     "key_id",
+    "keyed_digest",
     "load_key",
     "load_or_create_key",
 ]
@@ -72,6 +73,7 @@ HEADER_SIZE = len(MAGIC) + 1 + KEY_ID_SIZE + NONCE_SIZE
 _KEY_ID_DOMAIN = b"flagscale key id v1\x00"
 _CIPHER_KEY_INFO = b"flagscale patch encryption v1: aes-256-gcm key"
 _NONCE_KEY_INFO = b"flagscale patch encryption v1: nonce key"
+_DIGEST_KEY_INFO = b"flagscale patch results v1: hmac key"
 
 
 class DecryptionError(FlagScaleError):
@@ -141,6 +143,12 @@ def key_id(key: bytes) -> str:
 def _key_id_bytes(key: bytes) -> bytes:
     _check_key(key)
     return hashlib.sha256(_KEY_ID_DOMAIN + key).digest()[:KEY_ID_SIZE]
+
+
+def keyed_digest(key: bytes, data: bytes) -> str:
+    """HMAC-SHA256 (hex) of ``data`` under a key derived from ``key``: names things of an
+    encrypted set (its files, their contents) without revealing them to whoever lacks the key."""
+    return hmac.new(_subkey(key, _DIGEST_KEY_INFO), data, hashlib.sha256).hexdigest()
 
 
 def _check_key(key: bytes) -> None:

@@ -56,6 +56,11 @@ class KeyRing:
         key, label = self._fsenc_key(patch_set)
         return crypto.decrypt_file_bytes(data, key, name=name, source=path, key_label=label)
 
+    def key_for(self, patch_set: SetPlan) -> bytes:
+        """The key of an encrypted set (once its files were decrypted with it): builds check
+        its sealed results with it (flagscale.builds.results_check)."""
+        return self._fsenc_key(patch_set)[0]
+
     def _fsenc_key(self, patch_set: SetPlan) -> tuple[bytes, str]:
         from flagscale.vendor import crypto
 

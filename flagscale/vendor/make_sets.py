@@ -54,8 +54,11 @@ from flagscale.vendor.patchset import (
     parse_metadata,
     set_folder,
 )
+from flagscale.vendor.set_results import plain_results, seal_results
 
 __all__ = ["PatchRequest", "check_identity", "create_patch_sets", "patch_command"]
+
+_ABSENT = "000000"  # the mode diff-tree gives the missing side of an added or deleted file
 
 
 @dataclass
@@ -263,6 +266,7 @@ class _Patch:
     backend: str
     pin: str | None
     data: bytes
+    results: dict[str, str | None]  # what the set produces (flagscale.vendor.set_results)
 
 
 def _flagscale_excludes(ws: Workspace) -> tuple[str, ...]:
@@ -279,14 +283,14 @@ class _FlagScaleTrees:
     work: str
 
 
-def _flagscale_patch(ws: Workspace, trees: _FlagScaleTrees) -> bytes:
+def _flagscale_patch(ws: Workspace, trees: _FlagScaleTrees) -> tuple[bytes, dict]:
     excludes = _flagscale_excludes(ws)
     old = filter_tree(ws, trees.base, excludes)
     new = filter_tree(ws, trees.work, excludes)
     return _checked_diff(ws, FLAGSCALE, old, new)
 
 
-def _backend_patch(ws: Workspace, name: str, base: str) -> bytes:
+def _backend_patch(ws: Workspace, name: str, base: str) -> tuple[bytes, dict[str, str | None]]:
     work = worktree_tree(ws, name)
     refuse_layer_at_pin(
         ws.backend(name),
@@ -296,9 +300,13 @@ def _backend_patch(ws: Workspace, name: str, base: str) -> bytes:
     return _checked_diff(ws, name, layered_tree(ws, name, base), work)
 
 
-def _checked_diff(ws: Workspace, backend: str, old: str, new: str) -> bytes:
+def _checked_diff(
+    ws: Workspace, backend: str, old: str, new: str
+) -> tuple[bytes, dict[str, str | None]]:
+    """The patch from ``old`` to ``new`` and what it produces (path → blob id, None: deleted)."""
     _check_links(ws, backend, new)
     repo = scratch_repo(ws)
+    produced: list[tuple[str, str | None]] = []
     for before, after in changed_entries(repo, old, new):
         where = f"{backend} patch"
         check_relative(after.path, where)
@@ -307,7 +315,8 @@ def _checked_diff(ws: Workspace, backend: str, old: str, new: str) -> bytes:
                 f"{where}: {after.path} is a nested git repository (submodule)",
                 hint="a patch set holds files only: remove it or add its files",
             )
-    return diff_trees(repo, old, new)
+        produced.append((after.path, None if after.mode == _ABSENT else after.oid))
+    return diff_trees(repo, old, new), plain_results(produced)
 
 
 def _check_links(ws: Workspace, backend: str, tree: str) -> None:
@@ -363,10 +372,13 @@ def _set_files(
     file = f"{name}.patch"
     data = patch.data
     encryption = None
+    results: dict[str, str | None] | None = patch.results
+    sealed = None
     if key is not None:
         data = crypto.encrypt_file_bytes(data, key, name=encryption_name(device, name, file))
         file += crypto.ENCRYPTED_SUFFIX
         encryption = {"algorithm": ALGORITHM, "key_id": crypto.key_id(key)}
+        results, sealed = None, seal_results(patch.results, key)
     metadata = PatchMetadata(
         device_type=device,
         backend=name,
@@ -386,6 +398,8 @@ def _set_files(
         ),
         encryption=encryption,
         ci=previous_ci,
+        results=results,
+        results_sealed=sealed,
     )
     document = dump_metadata(metadata)
     parse_metadata(document, f"{set_folder(device, name)}/{METADATA}")  # never write a bad one
@@ -428,13 +442,14 @@ def _create_patch_sets(ws: Workspace, request: PatchRequest, device: str) -> lis
     patches = []
     for name in backends:
         pin = None if name == FLAGSCALE else pin_at(ws, name, base)
-        data = _flagscale_patch(ws, own) if name == FLAGSCALE else _backend_patch(ws, name, base)
+        made = _flagscale_patch(ws, own) if name == FLAGSCALE else _backend_patch(ws, name, base)
+        data, results = made
         if not data:
             raise FlagScaleError(
                 f"{name}: no changes against FlagScale {base} (with its base layer)",
                 hint=f"leave {name} out of --backend",
             )
-        patches.append(_Patch(name, pin, data))
+        patches.append(_Patch(name, pin, data, results))
     _warn_left_out(ws, base, own, backends, request.report)
 
     key = _load_key(request)

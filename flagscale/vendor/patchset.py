@@ -52,6 +52,7 @@ _QUOTED_KEYS = (
     "key_id",
     "tool_version",
 )
+_QUOTED_MAPPINGS = ("results", "results_sealed")
 
 
 # --- the metadata ------------------------------------------------------------------------------
@@ -73,9 +74,11 @@ class PatchMetadata:
     patches: tuple[dict[str, Any], ...]
     encryption: dict[str, str] | None
     ci: dict[str, Any] | None = None
+    results: dict[str, str | None] | None = None  # target path → blob id (None: deleted)
+    results_sealed: dict[str, str] | None = None  # the same as keyed digests (encrypted sets)
 
     def as_dict(self) -> dict[str, Any]:
-        """The document as written (``ci`` only when present)."""
+        """The document as written (``ci``, ``results``, ``results_sealed`` only when present)."""
         data: dict[str, Any] = {
             "version": 1,
             "device_type": self.device_type,
@@ -92,6 +95,10 @@ class PatchMetadata:
         }
         if self.ci is not None:
             data["ci"] = self.ci
+        if self.results is not None:
+            data["results"] = dict(self.results)
+        if self.results_sealed is not None:
+            data["results_sealed"] = dict(self.results_sealed)
         return data
 
 
@@ -109,6 +116,8 @@ _Dumper.add_representer(
 
 
 def _quote_ids(value: Any, key: str = "") -> Any:
+    if isinstance(value, dict) and key in _QUOTED_MAPPINGS:  # every value is an id
+        return {k: _Quoted(v) if isinstance(v, str) else v for k, v in value.items()}
     if isinstance(value, dict):
         return {k: _quote_ids(v, k) for k, v in value.items()}
     if isinstance(value, list):
@@ -151,6 +160,8 @@ def parse_metadata(data: bytes, source: str) -> PatchMetadata:
         patches=tuple(doc["patches"]),
         encryption=doc["encryption"],
         ci=doc.get("ci"),
+        results=doc.get("results"),
+        results_sealed=doc.get("results_sealed"),
     )
     _check_consistent(metadata, source)
     return metadata
@@ -166,6 +177,13 @@ def _check_consistent(metadata: PatchMetadata, source: str) -> None:
         raise FlagScaleError(
             f"{source}: backend_pin must be null for {FLAGSCALE} and a commit for upstreams"
         )
+    if metadata.encryption is not None and metadata.results is not None:
+        raise FlagScaleError(
+            f"{source}: an encrypted set records results_sealed, not results (which would show"
+            " the paths and contents the encrypted patch changes)"
+        )
+    if metadata.encryption is None and metadata.results_sealed is not None:
+        raise FlagScaleError(f"{source}: results_sealed is for encrypted sets; use results")
 
 
 def set_folder(device_type: str, backend: str) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flagscale.vendor.set_results import SetResults
+
 __all__ = ["Entry", "HistoryChoice", "SetFile", "SetPlan"]
 
 
@@ -46,6 +48,8 @@ class SetPlan:
     metadata_path: str = ""  # workspace-relative: metadata.yaml, diff.yaml or <short>.yaml
     metadata_blob: str = ""
     backend_version: str | None = None
+    # what the set was made to produce (None: made before results were recorded)
+    results: SetResults | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

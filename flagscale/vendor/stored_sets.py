@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import commit_id, git
 from flagscale.upstream.workspace import Workspace
 from flagscale.vendor.set_plan import Entry, HistoryChoice, SetFile, SetPlan
+from flagscale.vendor.set_results import SetResults
+
+if TYPE_CHECKING:
+    from flagscale.vendor.patchset import PatchMetadata
 
 __all__ = [
     "GIT_SETS",
@@ -255,6 +259,7 @@ def set_from_metadata(
         tasks=tuple(metadata.tasks),
         metadata_path=f"{folder}/{METADATA}",
         backend_version=metadata.backend_version,
+        results=_recorded_results(metadata),
     )
 
 
@@ -277,6 +282,15 @@ def tasks_listed_quiet(ws: Workspace, commit: str, device: str, backends: list[s
         return tasks_listed(ws, commit, device, backends)
     except FlagScaleError:
         return []
+
+
+def _recorded_results(metadata: PatchMetadata) -> SetResults | None:
+    """What the set says it produces; None for sets made before that was recorded."""
+    if metadata.results_sealed is not None:
+        return SetResults(dict(metadata.results_sealed), sealed=True)
+    if metadata.results is not None:
+        return SetResults(dict(metadata.results))
+    return None
 
 
 class SetSource(Protocol):
