@@ -309,11 +309,40 @@ def test_unavailable_base_commit_is_reported_per_row(tmp_path: Path) -> None:
     assert row["verdict"] == "unknown"
 
 
-def test_history_commit_missing_from_the_clone_is_named(tmp_path: Path) -> None:
+def test_a_stale_history_entry_is_its_rows_error_with_the_fix(tmp_path: Path) -> None:
+    # A squash-merged or closed pull request left an entry naming a commit main does not hold:
+    # the other sets are still checked, and the row says how to repair or drop the entry.
     rw = make_release_workspace(tmp_path)
-    record_history(rw, {"Lost_L1": {"train": {BACKEND: ["2" * 40]}}})
-    with pytest.raises(FlagScaleError, match=f"commit {'2' * 40} recorded for Lost_L1 Megatron-LM"):
-        build_matrix(load_workspace(rw.root))
+    base = rw.head()
+    write_patch_set(
+        rw, "Good_G1", BACKEND, make_patch(rw.upstream, rw.pin, edit_line(A, 3, "g")), base=base
+    )
+    sets = commit_all(rw.root, "a good set")
+    lost = "2" * 40
+    record_history(
+        rw, {"Good_G1": {"train": {BACKEND: [sets]}}, "Lost_L1": {"train": {BACKEND: [lost]}}}
+    )
+    document = build_matrix(load_workspace(rw.root))
+    rows = rows_by_key(document)
+    assert rows[("Good_G1", BACKEND)]["verdict"] == "clean"
+    row = rows[("Lost_L1", BACKEND)]
+    assert (row["verdict"], row["flagscale_base"], row["tasks"]) == ("unknown", None, ["train"])
+    detail = row["on_base"]["detail"]
+    assert f"commit {lost} recorded for Lost_L1 Megatron-LM is not in" in detail
+    assert "`inv check-history --repair --drop-stale`" in detail and "unshallow" not in detail
+    table = render_table(document)
+    assert f"Lost_L1/{BACKEND}: on its base and on current pins: {detail}" in table
+    line = next(line for line in table.splitlines() if line.startswith("Lost_L1"))
+    assert line.split()[:3] == ["Lost_L1", BACKEND, "-"]
+    Draft202012Validator(schema_for("matrix")).validate(document)
+
+    # In a shallow clone the same kind of error means missing history: fetch it.
+    shallow = tmp_path / "shallow"
+    run_git(tmp_path, "clone", "-q", "--depth", "1", rw.root.as_uri(), str(shallow))
+    rows = rows_by_key(build_matrix(load_workspace(shallow)))
+    detail = rows[("Good_G1", BACKEND)]["on_base"]["detail"]
+    assert f"commit {sets} recorded for Good_G1" in detail
+    assert "this clone is shallow: fetch the full history (git fetch --unshallow)" in detail
 
 
 def test_no_history_says_so(tmp_path: Path) -> None:

@@ -280,6 +280,9 @@ def test_import_release_task_finds_the_archive_in_the_index(
     result = inv(root, "import-release", "--backend", "demo")
     commit = run_git(root / "third_party" / "demo", "rev-parse", "HEAD")
     assert f'pin: "{commit}"' in result.stdout
+    size = archive.stat().st_size
+    assert f"getting {archive.name}: 0 B of {size} B (0%)" in result.stderr
+    assert f"getting {archive.name}: {size} B of {size} B (100%)" in result.stderr
 
 
 def test_the_committed_declaration_names_no_host() -> None:

@@ -107,11 +107,8 @@ def build_matrix(
     """The matrix document (schema ``matrix``) for the history committed at ``ref``."""
     state = CommittedState(ws.root, ref)
     keys = _Keys.load(list(key_paths or []))
-    patch_sets = [
-        state.patch_set(device, backend)
-        for device in sorted(state.history)
-        for backend in state.backends(device)
-    ]
+    found = _read_sets(state)
+    patch_sets = [f for f in found if isinstance(f, CommittedPatchSet)]
     # A backend the workspace does not declare gets no pin; its rows say why they fail.
     backends = sorted({p.backend for p in patch_sets if p.backend in ws.backends})
     pins = state.head.pins(backends)
@@ -130,7 +127,12 @@ def build_matrix(
                 patch_set = futures[future]
                 progress.step(f"{patch_set.device_type} {patch_set.backend}")
                 checks[id(patch_set)] = future.result()
-    rows = [_row(pins, p, *checks[id(p)], smoke) for p in patch_sets]
+    rows = [
+        _row(pins, f, *checks[id(f)], smoke)
+        if isinstance(f, CommittedPatchSet)
+        else _unreadable_row(f, smoke)
+        for f in found
+    ]
     progress.finish(f"checked {len(rows)} patch sets")
     refresh = matrix_view(ws)
     document = {
@@ -189,6 +191,51 @@ def _target(patch_set: CommittedPatchSet, commit: str) -> _Target:
     return _Target(patch_set.backend, commit, bare=True, recorded=recorded)
 
 
+@dataclass(frozen=True)
+class _Unreadable:
+    """A set the history names that cannot be read (a stale entry): its row says why."""
+
+    device_type: str
+    backend: str
+    tasks: tuple[str, ...]
+    error: FlagScaleError
+
+
+def _read_sets(state: CommittedState) -> list[CommittedPatchSet | _Unreadable]:
+    """Every set the history names, in the history's order; one that cannot be read is its
+    row's error, not the whole matrix's."""
+    found: list[CommittedPatchSet | _Unreadable] = []
+    for device in sorted(state.history):
+        for backend in state.backends(device):
+            try:
+                found.append(state.patch_set(device, backend))
+            except FlagScaleError as exc:
+                found.append(_Unreadable(device, backend, state.tasks(device, backend), exc))
+    return found
+
+
+def _unreadable_row(unreadable: _Unreadable, smoke: dict[str, SmokeResult]) -> dict[str, Any]:
+    check = Check(ERROR, "set not readable", str(unreadable.error)).to_json()
+    return {
+        "device_type": unreadable.device_type,
+        "backend": unreadable.backend,
+        "tasks": list(unreadable.tasks),
+        "flagscale_base": None,
+        "backend_pin": None,
+        "current_pin": None,
+        "encrypted": False,
+        "on_base": check,
+        "on_current": check,
+        "verdict": "unknown",
+        "smoke": _smoke_cell(smoke, unreadable.device_type),
+    }
+
+
+def _smoke_cell(smoke: dict[str, SmokeResult], device: str) -> dict[str, Any]:
+    result = smoke.get(device)
+    return result.to_json() if result else {"status": "none"}
+
+
 def _row(
     pins: dict[str, str],
     patch_set: CommittedPatchSet,
@@ -196,7 +243,6 @@ def _row(
     on_current: Check,
     smoke: dict[str, SmokeResult],
 ) -> dict[str, Any]:
-    result = smoke.get(patch_set.device_type)
     return {
         "device_type": patch_set.device_type,
         "backend": patch_set.backend,
@@ -208,7 +254,7 @@ def _row(
         "on_base": on_base.to_json(),
         "on_current": on_current.to_json(),
         "verdict": _verdict(on_base, on_current),
-        "smoke": result.to_json() if result else {"status": "none"},
+        "smoke": _smoke_cell(smoke, patch_set.device_type),
     }
 
 
@@ -380,7 +426,7 @@ def render_table(document: dict[str, Any], *, color: bool = False) -> str:
         [
             row["device_type"],
             row["backend"],
-            row["flagscale_base"][:12],
+            (row["flagscale_base"] or "-")[:12],
             _cell_text(row["on_base"]),
             _cell_text(row["on_current"]),
             row["verdict"],

@@ -146,7 +146,7 @@ def _row(row: dict[str, Any], *, with_refresh: bool = False) -> str:
     if smoke.get("case"):
         smoke_text += f" ({smoke['case']}, {smoke['finished_at']})"
     smoke_title = smoke.get("reason") or ""
-    base = row["flagscale_base"]
+    base = row["flagscale_base"] or "-"
     cells = [
         f'<td class="name">{escape(row["device_type"])}</td>',
         f'<td class="name">{escape(row["backend"])}</td>',

@@ -30,12 +30,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from hashlib import sha256
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit, urlunsplit
 
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.transfer import Meter, content_length, copy_stream
 
 __all__ = ["PYPI", "Link", "PipSources", "download", "fetch_from_index", "links", "pip_sources"]
 
@@ -48,7 +48,6 @@ _ACCEPT = (
     " text/html;q=0.01"
 )
 _JSON = "application/vnd.pypi.simple.v1+json"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -320,31 +319,30 @@ def _links_on_page(
             yield link
 
 
-def download(link: Link, target: Path, sources: PipSources) -> str:
+def download(link: Link, target: Path, sources: PipSources, meter: Meter | None = None) -> str:
     """Copy the file ``link`` names to ``target``; return its sha256."""
-    digest = sha256()
     local = _local_path(link.url)
     try:
         if local is not None:
             with local.open("rb") as source, target.open("wb") as out:
-                while chunk := source.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-            return digest.hexdigest()
+                return copy_stream(source, out, total=local.stat().st_size, meter=meter)
         request = _request(link.url, None, sources)
         opener = _opener(sources, link.url)
         with opener.open(request, timeout=sources.timeout) as reply, target.open("wb") as out:
-            while chunk := reply.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
+            return copy_stream(reply, out, total=content_length(reply.headers), meter=meter)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         raise _Unreachable(f"{_without_credentials(link.url)}: {reason}") from exc
-    return digest.hexdigest()
 
 
 def fetch_from_index(
-    package: str, version: str, filename: str, expected: str, folder: Path, cache: Path
+    package: str,
+    version: str,
+    filename: str,
+    expected: str,
+    folder: Path,
+    cache: Path,
+    meter: Meter | None = None,
 ) -> tuple[Path, str]:
     """Download ``filename`` with sha256 ``expected`` from pip's sources into ``folder``.
 
@@ -360,7 +358,7 @@ def fetch_from_index(
             problems.append(f"{shown} is listed with sha256 {link.sha256}")
             continue
         try:
-            actual = download(link, target, sources)
+            actual = download(link, target, sources, meter)
         except _Unreachable as exc:
             problems.append(str(exc))
             continue

@@ -23,6 +23,7 @@ from flagscale.core.cachedir import cache_dir
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git, git_ok, git_text, is_repository
 from flagscale.core.progress import Progress
+from flagscale.core.transfer import CHUNK, Meter, content_length, copy_stream
 from flagscale.upstream.archive import Entry, read_archive
 from flagscale.upstream.package_index import fetch_from_index
 from flagscale.upstream.workspace import DECLARATION, ReleaseSource, find_workspace
@@ -50,9 +51,6 @@ IMPORT_DATE = "0 +0000"  # the Unix epoch, UTC: a release's own dates would vary
 IMPORT_FORMAT = 1
 RELEASE_REF_PREFIX = "refs/flagscale/releases/"
 
-_CHUNK = 1 << 20
-
-
 # --- the cache and getting the artifact -------------------------------------------------------
 
 
@@ -66,23 +64,26 @@ def sha256_of(path: Path) -> str:
     """The hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
     with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
+        while chunk := stream.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
 
 
-def fetch_artifact(source: ReleaseSource, *, workspace_root: Path | None = None) -> Path:
+def fetch_artifact(
+    source: ReleaseSource, *, workspace_root: Path | None = None, meter: Meter | None = None
+) -> Path:
     """The verified artifact in the cache: from the cache, else ``source.url``, else pip's sources.
 
     A relative ``source.url`` is read from ``workspace_root`` (default: the current folder).
-    The file enters the cache only after its sha256 matched, by a rename.
+    The file enters the cache only after its sha256 matched, by a rename. ``meter`` is told
+    how much of a download has arrived.
     """
     cached = cache_path(source)
     if cached.is_file() and sha256_of(cached) == source.sha256:
         return cached
     cached.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".incoming-", dir=cached.parent) as folder:
-        incoming, origin = _acquire(source, Path(folder), workspace_root or Path.cwd())
+        incoming, origin = _acquire(source, Path(folder), workspace_root or Path.cwd(), meter)
         _verify(incoming, source, origin)
         os.replace(incoming, cached)
     return cached
@@ -95,9 +96,11 @@ def _check_source(source: ReleaseSource) -> None:
         raise FlagScaleError(f"release sha256 {source.sha256!r} must be 64 lower-case hex digits")
 
 
-def _acquire(source: ReleaseSource, folder: Path, root: Path) -> tuple[Path, str]:
+def _acquire(
+    source: ReleaseSource, folder: Path, root: Path, meter: Meter | None
+) -> tuple[Path, str]:
     if source.url:
-        return _download_url(source.url, folder / source.filename, root), source.url
+        return _download_url(source.url, folder / source.filename, root, meter), source.url
     return fetch_from_index(
         source.package,
         source.version,
@@ -105,17 +108,18 @@ def _acquire(source: ReleaseSource, folder: Path, root: Path) -> tuple[Path, str
         source.sha256,
         folder,
         cache_path(source).parent,
+        meter,
     )
 
 
-def _download_url(url: str, target: Path, root: Path) -> Path:
+def _download_url(url: str, target: Path, root: Path, meter: Meter | None) -> Path:
     scheme = urlsplit(url).scheme
     if scheme == "https":
-        _copy_https(url, target)
+        _copy_https(url, target, meter)
     elif scheme == "file":
-        _copy_file(Path(urllib.request.url2pathname(urlsplit(url).path)), target, url)
+        _copy_file(Path(urllib.request.url2pathname(urlsplit(url).path)), target, url, meter)
     elif not scheme:
-        _copy_file(root / url, target, url)
+        _copy_file(root / url, target, url, meter)
     else:
         raise FlagScaleError(
             f"release url {url!r}: unsupported scheme {scheme!r}",
@@ -124,10 +128,10 @@ def _download_url(url: str, target: Path, root: Path) -> Path:
     return target
 
 
-def _copy_https(url: str, target: Path) -> None:
+def _copy_https(url: str, target: Path, meter: Meter | None) -> None:
     try:
         with urllib.request.urlopen(url, timeout=120) as response, target.open("wb") as out:
-            shutil.copyfileobj(response, out, _CHUNK)
+            copy_stream(response, out, total=content_length(response.headers), meter=meter)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise FlagScaleError(
@@ -136,9 +140,10 @@ def _copy_https(url: str, target: Path) -> None:
         ) from exc
 
 
-def _copy_file(path: Path, target: Path, url: str) -> None:
+def _copy_file(path: Path, target: Path, url: str, meter: Meter | None) -> None:
     try:
-        shutil.copyfile(path, target)
+        with path.open("rb") as source, target.open("wb") as out:
+            copy_stream(source, out, total=path.stat().st_size, meter=meter)
     except OSError as exc:
         raise FlagScaleError(
             f"cannot read release archive {url} ({path}): {exc.strerror or exc}",
@@ -254,8 +259,13 @@ def install_release(
     With ``pin``, a different commit is an error and a fresh checkout is not kept.
     """
     progress = Progress(label, total=2)
-    progress.step(f"getting {source.filename}")
-    fetch_artifact(source, workspace_root=workspace_root)
+    getting = f"getting {source.filename}"
+    progress.step(getting)
+    fetch_artifact(
+        source,
+        workspace_root=workspace_root,
+        meter=lambda done, total: progress.transfer(getting, done, total),
+    )
     progress.step(f"importing {source.filename} into {checkout}")
     if is_repository(checkout):
         commit = import_release(source, checkout, workspace_root=workspace_root)

@@ -296,9 +296,20 @@ def _existing(root: Path, commit: str, device: str, backend: str) -> str:
     if found != b"commit":
         raise FlagScaleError(
             f"{HISTORY}: commit {commit} recorded for {device} {backend} is not in {root}",
-            hint="fetch the full history (git fetch --unshallow) or fix the history file",
+            hint=_missing_commit_hint(root),
         )
     return commit
+
+
+def _missing_commit_hint(root: Path) -> str:
+    """A shallow clone lacks history; a full one holds a stale entry (a squash-merged or closed
+    pull request recorded a commit that main does not hold)."""
+    if git_text(["rev-parse", "--is-shallow-repository"], root, check=False) == "true":
+        return "this clone is shallow: fetch the full history (git fetch --unshallow) and try again"
+    return (
+        "the entry is stale: `inv check-history --repair` records the commit that holds those"
+        " sets, or removes the entry with `inv check-history --repair --drop-stale`"
+    )
 
 
 class CommittedState:
@@ -313,6 +324,10 @@ class CommittedState:
     def backends(self, device: str) -> list[str]:
         """The backends the history names for ``device``."""
         return device_backends(self.history[device])
+
+    def tasks(self, device: str, backend: str) -> tuple[str, ...]:
+        """The tasks whose history entries name ``backend`` for ``device``."""
+        return _device_tasks(self.history[device], backend)
 
     def patch_set(self, device: str, backend: str) -> CommittedPatchSet:
         """The patch set of ``device`` for ``backend`` at its newest history commit."""
