@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.isolation import isolate  # noqa: E402
 from flagscale.builds.builder import BuildRequest, build_devices  # noqa: E402
 from flagscale.overlay import layered_trees  # noqa: E402
 from flagscale.release.matrix import build_matrix, render_table  # noqa: E402
@@ -167,12 +168,7 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-matrix-"))
-    config = tmp / "gitconfig"
-    config.write_text(
-        "[user]\n\tname = Bench\n\temail = bench@flagscale.invalid\n"
-        '[protocol "file"]\n\tallow = always\n[advice]\n\tdetachedHead = false\n'
-    )
-    os.environ.update(GIT_CONFIG_GLOBAL=str(config), GIT_CONFIG_NOSYSTEM="1", HOME=str(tmp))
+    isolate(tmp)
     os.environ["GIT_ALLOW_PROTOCOL"] = "file"
     try:
         setup_s, (rw, commits) = timed(lambda: make_workspace(tmp, args))

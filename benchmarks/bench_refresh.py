@@ -37,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.isolation import isolate  # noqa: E402
 from flagscale.builds.builder import BuildRequest, build_devices  # noqa: E402
 from flagscale.overlay.layered_trees import layered_tree, scratch_git  # noqa: E402
 from flagscale.refresh.carry import carry_patch  # noqa: E402
@@ -203,18 +204,7 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-refresh-"))
-    config = tmp / "gitconfig"
-    config.write_text(
-        "[user]\n\tname = Bench\n\temail = bench@flagscale.invalid\n"
-        '[protocol "file"]\n\tallow = always\n[advice]\n\tdetachedHead = false\n'
-    )
-    os.environ.update(
-        GIT_CONFIG_GLOBAL=str(config),
-        GIT_CONFIG_NOSYSTEM="1",
-        HOME=str(tmp),
-        FLAGSCALE_CACHE=str(tmp / "cache"),
-        GIT_ALLOW_PROTOCOL="file",
-    )
+    isolate(tmp)
     try:
         setup_s, (root, upstream, layer_files) = timed(lambda: make_workspace(tmp, args))
         new = move_upstream(upstream, args, layer_files)

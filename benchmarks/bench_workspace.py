@@ -17,7 +17,6 @@ each as an absolute median and as a ratio to ``git status`` measured in the same
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import statistics
 import subprocess
@@ -30,28 +29,10 @@ from pathlib import Path
 TOOL_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TOOL_ROOT))
 
+from benchmarks.isolation import isolate  # noqa: E402
 from tests.gitrepos import Exec, commit_all, make_workspace, write_files  # noqa: E402
 
 NAME = "Megatron-LM"
-
-
-def isolate(home: Path) -> None:
-    """Private HOME and git config so nothing touches the user's."""
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / ".gitconfig"
-    config.write_text(
-        "[user]\n\tname = Bench\n\temail = bench@flagscale.invalid\n"
-        '[init]\n\tdefaultBranch = main\n[protocol "file"]\n\tallow = always\n'
-        "[advice]\n\tdetachedHead = false\n",
-        encoding="utf-8",
-    )
-    os.environ.update(
-        HOME=str(home),
-        GIT_CONFIG_GLOBAL=str(config),
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_ALLOW_PROTOCOL="file",
-        FLAGSCALE_CACHE=str(home / "cache"),
-    )
 
 
 def upstream_files(count: int, rng: random.Random) -> dict[str, bytes | Exec]:

@@ -423,6 +423,7 @@ def test_backends_declared_as_releases(
     assert declared["source"]["kind"] == "release"
     assert declared["source"]["filename"] == "vllm-0.6.3.tar.gz"
     assert declared["source"]["strip_prefix"] == "vllm-0.6.3"
+    assert "://" not in (root / "backends/backends.yaml").read_text()  # no host, no local path
     assert "third_party/vllm" not in (root / ".gitmodules").read_text()
     report = json.loads((root / "build/import-flagscale.json").read_text())
     layers = {row["backend"]: row for row in report["base_layer"]}

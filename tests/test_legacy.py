@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from flagscale.builds.builder import BuildRequest, build_devices
 from flagscale.builds.fingerprint import read_record
@@ -23,7 +21,7 @@ from flagscale.upstream.workspace import find_workspace
 from flagscale.vendor.legacy import parse_diff_yaml
 from flagscale.vendor.legacy_crypto import encrypt_legacy
 from tests.build_fixtures import clone_user, quiet
-from tests.flagscale_checkout import apply_like_flagscale, scratch_clone
+from tests.flagscale_checkout import apply_like_flagscale, rsa_key_folder, scratch_clone
 from tests.gitrepos import Exec, commit_all, inv, make_workspace, run_git, snapshot, write_files
 
 DEVICE = "BI_V150"
@@ -44,24 +42,6 @@ class LegacyOrigin:
     commit: str
     backend_files: dict  # what third_party/Megatron-LM must hold after the build
     flagscale_files: dict  # FlagScale's own files after the build (outside third_party/)
-
-
-def rsa_key_dir(folder: Path) -> Path:
-    """A key folder as the older tool made it: private_key.pem (0600) and public_key.pem."""
-    folder.mkdir(parents=True, exist_ok=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    (folder / "private_key.pem").write_bytes(private)
-    (folder / "private_key.pem").chmod(0o600)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    (folder / "public_key.pem").write_bytes(public)
-    return folder
 
 
 def split_per_file(diff: bytes) -> dict[str, bytes]:
@@ -190,7 +170,7 @@ def test_legacy_layouts_build_the_vendor_tree(tmp_path: Path, layout: str) -> No
 
 
 def test_encrypted_legacy_sets_need_the_private_key(tmp_path: Path) -> None:
-    keys = rsa_key_dir(tmp_path / "keys")
+    keys = rsa_key_folder(tmp_path / "keys")
     origin = make_legacy_origin(tmp_path / "origin", layout="per-file", keys=keys)
     user = clone_user(origin.root, tmp_path / "user")
 
@@ -199,7 +179,7 @@ def test_encrypted_legacy_sets_need_the_private_key(tmp_path: Path) -> None:
     assert "is encrypted: no --key-path given" in missing.stderr
     assert "fanglai <vendor@iluvatar.invalid>" in missing.stderr
 
-    wrong = rsa_key_dir(tmp_path / "wrong")
+    wrong = rsa_key_folder(tmp_path / "wrong")
     with pytest.raises(FlagScaleError) as caught:
         build(user, key_paths=(wrong,))
     assert "cannot unwrap the file key" in str(caught.value)

@@ -14,12 +14,9 @@ from pathlib import Path
 import pytest
 from uv import find_uv_bin
 
-from flagscale.ci.uvsources import (
-    parse_config_list,
-    pip_settings,
-    uv_environment,
-)
+from flagscale.ci.uvsources import uv_environment
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.pip_config import parse_config_list, pip_settings
 from tests.toolcopy import copy_tool
 from tests.wheels import make_wheel
 
@@ -49,7 +46,7 @@ def test_pip_settings_are_what_pip_reads_files_install_section_then_variables(
         "[download]\nfind-links = /from/download\n"
     )
     monkeypatch.setenv("PIP_DEFAULT_TIMEOUT", "7")
-    settings = pip_settings()
+    settings = pip_settings("install")
     assert settings["find-links"] == "/from/install"
     assert settings["extra-index-url"].split() == [
         "https://a.invalid/simple",
@@ -58,12 +55,18 @@ def test_pip_settings_are_what_pip_reads_files_install_section_then_variables(
     assert settings["index-url"] == "https://mirror.invalid/simple"
     assert settings["timeout"] == "7"
     monkeypatch.setenv("PIP_FIND_LINKS", "/from/variable")
-    assert pip_settings()["find-links"] == "/from/variable"
+    assert pip_settings("install")["find-links"] == "/from/variable"
 
 
-def test_pip_settings_of_a_python_without_pip_are_empty(tmp_path: Path) -> None:
-    assert pip_settings(str(tmp_path / "no-python")) == {}
-    assert pip_settings(sys.executable + "-not-there") == {}
+def test_a_python_without_pip_has_only_the_variables(
+    tmp_path: Path, pip_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pip_config.write_text("[global]\nfind-links = /from/file\n")
+    assert pip_settings("install", str(tmp_path / "no-python")) == {}
+    monkeypatch.setenv("PIP_FIND_LINKS", "/from/variable")
+    assert pip_settings("download", sys.executable + "-not-there") == {
+        "find-links": "/from/variable"
+    }
 
 
 def test_parse_config_list_ignores_lines_it_cannot_read() -> None:
@@ -76,7 +79,10 @@ def test_parse_config_list_ignores_lines_it_cannot_read() -> None:
         "global.cert=not-a-literal\n"
         "a line without an equals sign\n"
     )
-    assert parse_config_list(text) == {"find-links": "/b", "index-url": "https://i.invalid/simple"}
+    assert parse_config_list(text, "install") == {
+        "find-links": "/b",
+        "index-url": "https://i.invalid/simple",
+    }
 
 
 def test_uv_variables_for_each_pip_setting() -> None:
@@ -150,7 +156,7 @@ def test_uv_installs_a_wheel_only_pips_configuration_names(
 
     alone = uv_install(venv, "fs-local-only", {})
     assert alone.returncode != 0  # uv on its own does not read pip's configuration
-    env = uv_environment(pip_settings(), os.environ)
+    env = uv_environment(pip_settings("install"), os.environ)
     done = uv_install(venv, "fs-local-only", env)
     assert done.returncode == 0, done.stderr
     assert "+ fs-local-only==1.0" in done.stderr  # the constraint pip has, too

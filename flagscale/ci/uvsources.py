@@ -11,16 +11,15 @@ variables, so both install the same things. A ``UV_*`` variable the user set win
 
 from __future__ import annotations
 
-import ast
 import functools
 import os
-import subprocess
 import sys
 from collections.abc import Mapping
 
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.pip_config import TRUE, pip_settings
 
-__all__ = ["PIP_TO_UV", "pip_settings", "uv_environment", "uv_install_environment"]
+__all__ = ["PIP_TO_UV", "uv_environment", "uv_install_environment"]
 
 # pip setting (its long option name, as pip's config files spell it) -> uv variable, and how uv
 # splits several values in that variable ("" for a single value). pip splits list settings on
@@ -37,55 +36,9 @@ PIP_TO_UV: dict[str, tuple[str, str]] = {
     "proxy": ("HTTPS_PROXY", ""),
     "timeout": ("UV_HTTP_TIMEOUT", ""),
 }
-_ALIASES = {"default-timeout": "timeout"}  # pip accepts either name for --timeout
 _LIST_SETTINGS = {"extra-index-url", "find-links", "constraint", "trusted-host"}
-_TRUE = {"1", "true", "yes", "on", "y"}
 # pip, like uv's default index strategy would not, takes the best version from all sources.
 _STRATEGY = ("UV_INDEX_STRATEGY", "unsafe-best-match")
-
-# Later sections override earlier ones, as pip reads them for `pip install`; PIP_* variables last.
-_SECTIONS = ("global", "install", ":env:")
-
-
-def pip_settings(python: str = sys.executable) -> dict[str, str]:
-    """pip's effective settings for ``pip install``, from ``python -m pip config list``.
-
-    ``{"find-links": "/wheels", ...}``: config files, then their ``[install]`` section, then
-    ``PIP_*`` variables, each overriding the one before. ``{}`` where ``python`` has no pip.
-    """
-    try:
-        result = subprocess.run(
-            [python, "-m", "pip", "config", "list"],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
-    except OSError:
-        return {}
-    if result.returncode != 0:
-        return {}
-    return parse_config_list(result.stdout)
-
-
-def parse_config_list(text: str) -> dict[str, str]:
-    """The settings ``pip config list`` printed (``section.name='value'`` lines), merged."""
-    by_section: dict[str, dict[str, str]] = {section: {} for section in _SECTIONS}
-    for line in text.splitlines():
-        key, sep, literal = line.partition("=")
-        section, dot, name = key.rpartition(".")
-        if not sep or not dot or section not in by_section:
-            continue
-        try:
-            value = ast.literal_eval(literal)
-        except (ValueError, SyntaxError):
-            continue
-        name = name.strip().lstrip("-").lower().replace("_", "-")
-        by_section[section][_ALIASES.get(name, name)] = str(value)
-    merged: dict[str, str] = {}
-    for section in _SECTIONS:
-        merged.update(by_section[section])
-    return merged
 
 
 def uv_environment(settings: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
@@ -96,7 +49,7 @@ def uv_environment(settings: Mapping[str, str], environ: Mapping[str, str]) -> d
         if not value or variable in environ:
             continue
         if name == "no-index":
-            if value.lower() in _TRUE:
+            if value.lower() in TRUE:
                 env[variable] = "1"
             continue
         if name in _LIST_SETTINGS:
@@ -126,4 +79,4 @@ def _join(name: str, values: list[str], separator: str) -> str:
 @functools.cache
 def uv_install_environment(python: str = sys.executable) -> dict[str, str]:
     """The variables that make ``uv pip install`` use the sources ``python``'s pip uses."""
-    return uv_environment(pip_settings(python), os.environ)
+    return uv_environment(pip_settings("install", python), os.environ)

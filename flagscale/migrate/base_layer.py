@@ -166,9 +166,7 @@ def _release_entry(release: ReleaseSource) -> dict[str, str]:
     }
     if release.strip_prefix:
         entry["strip_prefix"] = release.strip_prefix
-    if release.url:
-        entry["url"] = release.url
-    return entry
+    return entry  # no url: the archive is in the cache now, and in pip's sources elsewhere
 
 
 def _gitmodules(ws: Workspace, head: str, plans: list[LayerPlan]) -> bytes:
@@ -206,7 +204,11 @@ def _config(path: Path, args: list[str], *, check: bool = True) -> str:
 
 
 def declared_release(name: str, archive: Path) -> ReleaseSource:
-    """The release declaration for ``archive`` (``<package>-<version>.tar.gz|.tgz|.zip``)."""
+    """The release declaration for ``archive`` (``<package>-<version>.tar.gz|.tgz|.zip``).
+
+    Its ``url`` (the local file) serves this import only, which puts the archive into the
+    cache; backends.yaml is written without it (no host or local path is committed).
+    """
     from flagscale.upstream.release_import import sha256_of
 
     archive = archive.resolve()

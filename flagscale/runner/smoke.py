@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.owned_folder import fresh_folder
 from flagscale.runner import hooks
 from flagscale.runner.config import DEFAULT_ENTRY, SmokeConfig, load_config
 from flagscale.runner.golden import Golden, compare, golden_path, load_golden, write_golden
@@ -596,17 +597,15 @@ def _golden_for(path: Path, root: Path, device_type: str, config: SmokeConfig) -
 
 def _fresh_log_dir(path: Path) -> Path:
     """An empty log folder; an old one is cleared only if the runner made it."""
-    path = path.resolve()
-    if path.exists():
-        if not (path / LOG_MARK).is_file() and any(path.iterdir()):
-            raise SmokeError(
-                f"log folder {path} exists and was not made by the smoke runner; not clearing it",
-                hint="choose another --log-dir or remove the folder",
-            )
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    (path / LOG_MARK).write_text("made by flagscale's smoke runner; cleared on the next run\n")
-    return path
+    try:
+        return fresh_folder(
+            path,
+            mark=LOG_MARK,
+            maker="the smoke runner",
+            hint="choose another --log-dir or remove the folder",
+        )
+    except FlagScaleError as exc:
+        raise SmokeError(exc.message, hint=exc.hint) from None
 
 
 def _build_fingerprint(build: Path) -> str | None:

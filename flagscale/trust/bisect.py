@@ -21,7 +21,6 @@ work to a private object folder inside it.
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 from flagscale.builds.plan import BuildPlan, plan_device
 from flagscale.core.atomic import write_atomically
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.owned_folder import fresh_folder
 from flagscale.core.schema import validate
 from flagscale.trust.change import CandidateError, CandidateSets, Workbench
 from flagscale.trust.ddmin import FAIL, PASS, UNRESOLVED, NotFailing, ddmin
@@ -514,7 +514,12 @@ def bisect_command(
     ws = find_workspace(start)
     here = (start or Path.cwd()).resolve()
     cases = resolve_cases(ws.root, case, here=here)
-    logs = _fresh(ws.root / "logs" / "bisect" / device_type)
+    logs = fresh_folder(
+        ws.root / "logs" / "bisect" / device_type,
+        mark=MARK,
+        maker="inv bisect",
+        hint="move it away",
+    )
     return bisect_device(
         ws,
         device_type,
@@ -527,17 +532,3 @@ def bisect_command(
         logs=logs,
         report=lambda line: print(line, flush=True),
     )
-
-
-def _fresh(path: Path) -> Path:
-    """The bisection's log folder, emptied (only if this tool made it)."""
-    if path.exists():
-        if not (path / MARK).is_file() and any(path.iterdir()):
-            raise FlagScaleError(
-                f"log folder {path} exists and was not made by inv bisect; not clearing it",
-                hint="move it away",
-            )
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    (path / MARK).write_text("made by inv bisect; cleared on the next run\n", encoding="utf-8")
-    return path

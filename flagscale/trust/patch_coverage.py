@@ -10,13 +10,13 @@ build tree runs, as in every smoke job.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.owned_folder import fresh_folder
 from flagscale.trust.build_patches import BuildPatches, PatchFile, build_patches
 from flagscale.trust.hunk_coverage import judge_pieces, line_through
 from flagscale.trust.hunks import Piece
@@ -51,17 +51,9 @@ class Measured:
 
 def output_folder(path: Path) -> Path:
     """An empty output folder; an old one is cleared only if this tool made it."""
-    path = path.resolve()
-    if path.exists():
-        if not (path / MARK).is_file() and any(path.iterdir()):
-            raise FlagScaleError(
-                f"output folder {path} exists and was not made by inv coverage; not clearing it",
-                hint="choose another --out or remove the folder",
-            )
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
-    (path / MARK).write_text("made by inv coverage; cleared on the next run\n", encoding="utf-8")
-    return path
+    return fresh_folder(
+        path, mark=MARK, maker="inv coverage", hint="choose another --out or remove the folder"
+    )
 
 
 def measure_device(

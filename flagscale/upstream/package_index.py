@@ -17,14 +17,12 @@ configuration alone, and no address needs to be trusted.
 
 from __future__ import annotations
 
-import ast
 import base64
 import json
 import netrc
 import os
 import re
 import ssl
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -35,14 +33,12 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urljoin, urlsplit, urlunsplit
 
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.pip_config import TRUE, pip_settings
 from flagscale.core.transfer import Meter, content_length, copy_stream
 
 __all__ = ["PYPI", "Link", "PipSources", "download", "fetch_from_index", "links", "pip_sources"]
 
 PYPI = "https://pypi.org/simple"  # pip's own default index-url
-_SECTIONS = ("global", "download", ":env:")  # pip download reads them in this order
-_ALIASES = {"default-timeout": "timeout"}
-_TRUE = {"1", "true", "yes", "on", "y"}
 _ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2,"
     " text/html;q=0.01"
@@ -98,30 +94,9 @@ class Link:
     origin: str  # the page or folder it was found in
 
 
-def parse_config_list(text: str) -> dict[str, str]:
-    """``pip config list`` output (``section.name='value'`` lines), merged as pip download reads
-    it: ``[global]``, then ``[download]``, then ``PIP_*`` variables, each overriding."""
-    by_section: dict[str, dict[str, str]] = {section: {} for section in _SECTIONS}
-    for line in text.splitlines():
-        key, sep, literal = line.partition("=")
-        section, dot, name = key.rpartition(".")
-        if not sep or not dot or section not in by_section:
-            continue
-        try:
-            value = ast.literal_eval(literal)
-        except (ValueError, SyntaxError):
-            continue
-        name = name.strip().lstrip("-").lower().replace("_", "-")
-        by_section[section][_ALIASES.get(name, name)] = str(value)
-    merged: dict[str, str] = {}
-    for section in _SECTIONS:
-        merged.update(by_section[section])
-    return merged
-
-
 def sources_from(settings: dict[str, str]) -> PipSources:
     """The places and transport settings pip's ``settings`` describe."""
-    no_index = settings.get("no-index", "").strip().lower() in _TRUE
+    no_index = settings.get("no-index", "").strip().lower() in TRUE
     index = settings.get("index-url", "").strip() or PYPI
     extra = settings.get("extra-index-url", "").split()
     try:
@@ -140,24 +115,8 @@ def sources_from(settings: dict[str, str]) -> PipSources:
 
 
 def pip_sources(python: str = sys.executable) -> PipSources:
-    """pip's effective settings, as ``python -m pip config list`` reports them."""
-    try:
-        result = subprocess.run(
-            [python, "-m", "pip", "config", "list"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError:
-        result = None
-    if result is None or result.returncode != 0:  # no pip here: its variables still count
-        text = "\n".join(
-            f":env:.{key[4:].lower().replace('_', '-')}={value!r}"
-            for key, value in os.environ.items()
-            if key.startswith("PIP_")
-        )
-        return sources_from(parse_config_list(text))
-    return sources_from(parse_config_list(result.stdout))
+    """Where ``pip download`` run by ``python`` looks for files, and how it reaches them."""
+    return sources_from(pip_settings("download", python))
 
 
 def normalized(name: str) -> str:
