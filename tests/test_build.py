@@ -475,6 +475,40 @@ def test_three_way_leaves_conflict_markers_and_keeps_the_previous_build(
     assert not (user / TARGET).exists()
 
 
+def test_an_edited_conflicts_folder_is_kept_aside_never_replaced_or_removed(
+    origin: Origin, tmp_path: Path
+) -> None:
+    user, _ = conflicting_user(origin, tmp_path)
+    folder = user / "build" / f"{DEVICE}.conflicts"
+    model = f"third_party/{BACKEND}/megatron/core/model.py"
+    inv(user, "build", "--device", DEVICE, "--3way", check=False)
+    inv(user, "build", "--device", DEVICE, "--3way", check=False)  # unedited: simply replaced
+    assert not list(folder.parent.glob(f"{DEVICE}.conflicts-kept-*"))
+
+    resolved = "class Model:\n    layers = 8  # resolved by hand\n"
+    (folder / model).write_text(resolved)
+    again = inv(user, "build", "--device", DEVICE, "--3way", check=False)
+    assert again.returncode == 1
+    (kept,) = folder.parent.glob(f"{DEVICE}.conflicts-kept-*")
+    assert f"{folder.name}/ was edited since the build wrote it: kept as {kept}/" in again.stdout
+    assert (kept / model).read_text() == resolved
+    assert "<<<<<<<" in (folder / model).read_text()  # the new conflicts, beside the kept ones
+
+    (folder / model).write_text(resolved)  # edited again, then the set is fixed: the build passes
+    original = subprocess.run(
+        ["git", "show", f"origin/HEAD:hardware/{DEVICE}/{BACKEND}/{BACKEND}.patch"],
+        cwd=user,
+        capture_output=True,
+        check=True,
+    ).stdout
+    rewrite_set(user, DEVICE, BACKEND, patch=original)
+    built = inv(user, "build", "--device", DEVICE)
+    assert (user / TARGET).is_dir() and not folder.exists()
+    kept_now = sorted(folder.parent.glob(f"{DEVICE}.conflicts-kept-*"))
+    assert len(kept_now) == 2 and "was edited since the build wrote it" in built.stdout
+    assert all((path / model).read_text() == resolved for path in kept_now)
+
+
 # --- heterogeneous builds -----------------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ from flagscale.builds.assemble import (
     PatchPiece,
     piece_for_path,
 )
+from flagscale.builds.conflicts_folder import clear_conflicts, conflicts_path, record_contents
 from flagscale.builds.fingerprint import (
     RECORD_NAME,
     STATE_NAME,
@@ -395,7 +396,8 @@ def _build_one(
             replace_directory(staged, target)
         finally:
             _remove_quietly(container)
-        _remove_quietly(_conflicts_path(target))
+        with contextlib.suppress(OSError):  # left for the next build: never hides the report
+            clear_conflicts(conflicts_path(target), request.report)
     progress.finish(f"built {_shown(target)} ({_where(plan)})")
     return target
 
@@ -593,7 +595,7 @@ def _assemble(
                 assembler, component, tree, check, three_way=plan.three_way, report=report
             )
     if conflicts:
-        _leave_conflicts(ws, root, plan, conflicts, components, assembler)
+        _leave_conflicts(ws, root, plan, conflicts, components, assembler, report)
     parts = {prefix: tree for prefix, tree in trees.items() if prefix}
     combined = assembler.combined_tree(trees[""], parts)
     _check_links(ws, plan, components, assembler.symlinks(combined))
@@ -656,10 +658,6 @@ def _check_reach(component: Component) -> None:
                     )
 
 
-def _conflicts_path(target: Path) -> Path:
-    return target.with_name(f"{target.name}.conflicts")
-
-
 def _leave_conflicts(
     ws: Workspace,
     root: Path,
@@ -667,9 +665,11 @@ def _leave_conflicts(
     failures: list[tuple[Component, PatchApplyError]],
     components: list[Component],
     assembler: Assembler,
+    report: Callable[[str], None],
 ) -> None:
-    """Write the 3-way merge results of the failed components and report their conflicts."""
-    target = _conflicts_path(root / plan.device_type)
+    """Write the 3-way merge results of the failed components and report their conflicts
+    (an earlier conflicts folder someone edited is kept aside, never replaced)."""
+    target = conflicts_path(root / plan.device_type)
     staging = staging_path(root, plan.device_type, "conflicts-tmp")
     conflicted: list[str] = []
     try:
@@ -681,6 +681,8 @@ def _leave_conflicts(
             prefix = f"{component.prefix}/" if component.prefix else ""
             conflicted += [f"{prefix}{path}" for path in paths]
         _check_links(ws, plan, components, _folder_links(staging))
+        record_contents(staging)
+        clear_conflicts(target, report)
         replace_directory(staging, target)
     finally:
         remove_tree(staging)

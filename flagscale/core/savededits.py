@@ -20,22 +20,9 @@ from flagscale.core.gitcli import git
 __all__ = [
     "save_new_patch",
     "save_tree_diff",
-    "saved_patch_path",
     "tree_from_entries",
     "write_blobs",
 ]
-
-
-def saved_patch_path(folder: Path, label: str) -> Path:
-    """A new, timestamped file name under ``folder`` for a saved patch."""
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    candidate = folder / f"{label}-{stamp}.patch"
-    counter = 2
-    while candidate.exists():
-        candidate = folder / f"{label}-{stamp}-{counter}.patch"
-        counter += 1
-    return candidate
 
 
 def save_new_patch(folder: Path, label: str, data: bytes, *, mode: int = 0o600) -> Path:
