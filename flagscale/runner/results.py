@@ -134,4 +134,7 @@ def _draw_differences(axes: Any, losses: Sequence[float], golden: Golden) -> Non
         axes.set_yscale("symlog", linthresh=max(band))
     axes.set_ylabel("loss - golden")
     axes.grid(True, alpha=0.3)
-    axes.legend(fontsize="small")
+    # below the panel: inside it, the legend would hide the steps it explains
+    axes.legend(
+        fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False
+    )
