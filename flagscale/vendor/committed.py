@@ -308,7 +308,7 @@ def _missing_commit_hint(root: Path) -> str:
         return "this clone is shallow: fetch the full history (git fetch --unshallow) and try again"
     return (
         "the entry is stale: `inv check-history --repair` records the commit that holds those"
-        " sets, or removes the entry with `inv check-history --repair --drop-stale`"
+        " sets; `inv check-history --repair --drop-stale` removes an entry nothing replaces"
     )
 
 
