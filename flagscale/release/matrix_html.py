@@ -106,7 +106,11 @@ _LEGEND = (
     ("clean", "applies on its base and on today's pins"),
     ("drifting", "applies on its base, not on today's pins: regenerate it on the current pins"),
     ("conflicting", "does not apply even on its base: the vendor must make it again"),
-    ("unknown", "could not be checked (encrypted without a key, or its trees are missing)"),
+    (
+        "unknown",
+        "could not be checked (encrypted without a key, its trees missing, or a stale history"
+        " entry)",
+    ),
 )
 
 
