@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from invoke import Collection
 
+from flagscale.core.cli import help_request
 from tests.build_fixtures import DEVICE, clone_user, make_origin
 from tests.gitrepos import TOOL_ROOT, inv, make_workspace
 
@@ -77,6 +78,26 @@ def test_matrix_dash_h_is_help(tmp_path: Path) -> None:
     result = inv(tmp_path, "matrix", "-h")
     assert "Usage: inv[oke] [--core-opts] matrix" in result.stdout
     assert "--html" in result.stdout
+
+
+def test_help_after_any_task_is_its_help(tmp_path: Path) -> None:
+    # Tasks whose first argument is positional (record-history's device type, bundle's version)
+    # would otherwise take the word --help as that value.
+    spellings = [[name, "--help"] for name in tasks_collection().task_names]
+    spellings += [["record_history", "-h"], ["bundle", "-h"], ["record-history", "Acme_X1", "-h"]]
+    for words in spellings:
+        shown = words[0].replace("_", "-")
+        result = inv(tmp_path, *words)
+        assert f"Usage: inv[oke] [--core-opts] {shown} [--options]" in result.stdout, words
+
+
+def test_help_request_names_the_task_before_the_help_flag() -> None:
+    tasks = ["bundle", "record-history", "build"]
+    assert help_request(["bundle", "--help"], tasks) == "bundle"
+    assert help_request(["build", "-d", "X", "-h"], tasks) == "build"
+    assert help_request(["record_history", "-h"], [*tasks, "record_history"]) == "record-history"
+    assert help_request(["build", "--device", "X"], tasks) is None
+    assert help_request(["--help"], tasks) is None  # invoke's own bare --help
 
 
 def test_patch_dash_m_is_the_commit_message(tmp_path: Path) -> None:

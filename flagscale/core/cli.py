@@ -249,6 +249,19 @@ def spread_values(argv: Sequence[str], multi: Mapping[str, Iterable[str]]) -> li
     return spread
 
 
+def help_request(argv: Sequence[str], tasks: Iterable[str]) -> str | None:
+    """The task whose help ``--help`` / ``-h`` asks for: ``record-history --help`` is
+    ``--help record-history`` (else invoke reads ``--help`` as the device type it expects)."""
+    names = set(tasks)
+    current = None
+    for word in argv:
+        if word in names:
+            current = word
+        elif word in ("--help", "-h") and current is not None:
+            return current.replace("_", "-")
+    return None
+
+
 def accept_space_separated_values(namespace: Collection) -> None:
     """Let ``inv`` take several values after one flag, as FlagScale's tools always did.
 
@@ -262,6 +275,12 @@ def accept_space_separated_values(namespace: Collection) -> None:
         program = frame.f_locals.get("self")
         if isinstance(program, Program) and getattr(program, "core", None) is not None:
             unparsed = program.core.unparsed
-            unparsed[:] = spread_values(list(unparsed), multi_value_flags(namespace))
+            multi = multi_value_flags(namespace)
+            wanted = help_request(unparsed, multi)
+            if wanted is not None:  # as `inv --help <task>`: invoke would take it for a value
+                program.core[0].args["help"].value = wanted
+                unparsed[:] = []
+                return
+            unparsed[:] = spread_values(list(unparsed), multi)
             return
         frame = frame.f_back
