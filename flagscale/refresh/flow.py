@@ -53,6 +53,15 @@ from flagscale.refresh.layer_carry import (
 )
 from flagscale.refresh.merge3 import Labels
 from flagscale.refresh.objects import Objects
+from flagscale.refresh.preflight import (
+    DEFAULT_CHECKOUT,
+    check_no_operation,
+    checkout_folder,
+    gitlink_paths,
+    preflight,
+    refresh_devices,
+    state_or_error,
+)
 from flagscale.refresh.prove import prove_device
 from flagscale.refresh.publish import (
     changed_paths,
@@ -75,7 +84,6 @@ from flagscale.refresh.set_carry import (
     SetKeys,
     Trees,
     carry_set,
-    devices_of,
     read_device,
     step_between,
 )
@@ -83,9 +91,7 @@ from flagscale.refresh.state import RefreshLock, clear_state, load_state, refres
 from flagscale.refresh.target import PinMove, move_pin
 from flagscale.upstream.release_import import RELEASE_REF_PREFIX
 from flagscale.upstream.workspace import (
-    DECLARATION,
     FLAGSCALE,
-    Backend,
     ReleaseSource,
     Workspace,
     find_workspace,
@@ -103,8 +109,6 @@ __all__ = [
     "refresh_command",
     "start_refresh",
 ]
-
-DEFAULT_CHECKOUT = "build/refresh"
 
 
 @dataclass
@@ -143,12 +147,12 @@ def start_refresh(
             )
         backend = ws.backend(backend_name)
         check_identity(ws)
-        _check_no_operation(ws)
+        check_no_operation(ws)
         head = head_of(ws)
         ref = git_text(["symbolic-ref", "-q", "HEAD"], ws.root, check=False) or None
-        devices = _devices(ws, head, backend.name)
-        folder = _checkout_folder(ws, checkout)
-        _preflight(ws, backend, devices, folder)
+        devices = refresh_devices(ws, head, backend.name)
+        folder = checkout_folder(ws, checkout)
+        preflight(ws, backend, devices, folder)
         state: dict[str, Any] = {
             "backend": backend.name,
             "request": {
@@ -180,7 +184,7 @@ def start_refresh(
 def continue_refresh(ws: Workspace, options: Options) -> dict[str, Any]:
     """``inv refresh --continue``: settle the conflict read back, then go on."""
     with RefreshLock(ws):
-        state = _state_or_error(ws)
+        state = state_or_error(ws)
         known = state["request"]["key_paths"]
         added = [str(Path(p).expanduser().resolve()) for p in options.key_paths]
         state["request"]["key_paths"] = list(dict.fromkeys(known + added))
@@ -207,7 +211,7 @@ def _paused_on_error(run: _Run) -> dict[str, Any]:
 def abort_refresh(ws: Workspace, report: Callable[[str], None] = print) -> None:
     """``inv refresh --abort``: put everything back as it was before the refresh started."""
     with RefreshLock(ws):
-        state = _state_or_error(ws)
+        state = state_or_error(ws)
         published = state.get("published")
         if published:
             paths = published["paths"]
@@ -278,67 +282,6 @@ def refresh_command(
         return start_refresh(ws, backend, to, checkout=checkout, options=options)
     except Stopped as stop:
         raise FlagScaleError(stop.message, hint=stop.hint) from None
-
-
-# --- checks before starting ---------------------------------------------------------------------
-
-
-def _state_or_error(ws: Workspace) -> dict[str, Any]:
-    state = load_state(ws)
-    if state is None:
-        raise FlagScaleError(
-            "no refresh is in progress",
-            hint="start one with `inv refresh --backend <name> --to <version or commit>`",
-        )
-    return state
-
-
-def _check_no_operation(ws: Workspace) -> None:
-    for marker in ("MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD", "rebase-merge", "rebase-apply"):
-        path = git_text(["rev-parse", "--git-path", marker], ws.root)
-        if (ws.root / path).exists():
-            raise FlagScaleError(
-                f"a git operation is in progress in {ws.root} ({marker})",
-                hint="finish or abort it first",
-            )
-
-
-def _devices(ws: Workspace, head: str, backend: str) -> list[str]:
-    if not git_ok(["cat-file", "-e", f"{head}:{HISTORY}"], ws.root):
-        return []
-    return devices_of(CommittedState(ws.root, head), backend)
-
-
-def _checkout_folder(ws: Workspace, checkout: str | None) -> Path:
-    folder = Path(checkout).expanduser() if checkout else ws.path(DEFAULT_CHECKOUT)
-    return folder if folder.is_absolute() else (Path.cwd() / folder).resolve()
-
-
-def _written_paths(ws: Workspace, backend: Backend, devices: list[str]) -> list[str]:
-    paths = [backend.layer, backend.deletions, HISTORY]
-    paths += [f"{HARDWARE}/{device}" for device in devices]
-    if isinstance(backend.source, ReleaseSource):
-        paths.append(DECLARATION)
-    return paths
-
-
-def _preflight(ws: Workspace, backend: Backend, devices: list[str], folder: Path) -> None:
-    from flagscale.refresh.checkout import is_ours
-
-    submodules = [] if isinstance(backend.source, ReleaseSource) else [backend.checkout]
-    check_clean(ws, _written_paths(ws, backend, devices), submodules=submodules)
-    if folder.exists() and not is_ours(folder) and (not folder.is_dir() or any(folder.iterdir())):
-        raise FlagScaleError(
-            f"{folder} exists: the refresh writes its conflict checkout there",
-            hint="move it away, or pass --checkout <another folder>",
-        )
-
-
-def _gitlink_paths(ws: Workspace, state: dict[str, Any]) -> set[str]:
-    backend = ws.backends.get(state["backend"])
-    if backend is None or isinstance(backend.source, ReleaseSource):
-        return set()
-    return {backend.checkout}
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -467,9 +410,9 @@ class _Run:
                 conflicts=result.conflicts,
                 outcomes=result.files,
                 labels=step.labels,
-                extra={"layer": _layer_json(result)},
+                extra={"layer": result.to_json()},
             )
-        self.state["layer"] = _layer_json(result)
+        self.state["layer"] = result.to_json()
         self.save()
         crash_point("refresh:layer")
 
@@ -661,7 +604,7 @@ class _Run:
         remove_checkout(checkout.folder)
 
     def _settle_layer(self, conflict: dict[str, Any], resolved: str, files: list[dict]) -> None:
-        before = _layer_from_json(conflict["layer"])
+        before = LayerResult.from_json(conflict["layer"])
         pin = self.objects.entries(conflict["base_tree"])
         layer, deletions = layer_from_tree(
             pin, self.objects.entries(resolved), before, set(conflict["conflicted"])
@@ -815,7 +758,7 @@ class _Run:
                     " `inv refresh --abort` and start again",
                 )
             paths = changed_paths(self.ws, old, new)
-            links = _gitlink_paths(self.ws, self.state)
+            links = gitlink_paths(self.ws, self.state)
             check_clean(self.ws, [p for p in paths if p not in links], submodules=sorted(links))
             published = {"old": old, "new": new, "paths": paths}
             self.state["published"] = published
@@ -845,39 +788,6 @@ class _Run:
 
 
 # --- helpers ------------------------------------------------------------------------------------
-
-
-def _layer_json(result: LayerResult) -> dict[str, Any]:
-    return {
-        "status": result.status,
-        "files": [f.to_json() for f in result.files],
-        "layer": {p: [e.mode, e.oid] for p, e in sorted(result.layer.items())},
-        "deletions": list(result.deletions),
-        "tree": result.tree,
-        "conflicts": [
-            {
-                "path": c.path,
-                "worktree": [c.worktree.mode, c.worktree.oid] if c.worktree else None,
-            }
-            for c in result.conflicts
-        ],
-    }
-
-
-def _layer_from_json(data: dict[str, Any]) -> LayerResult:
-    layer = {p: TreeEntry(m, o, p) for p, (m, o) in data["layer"].items()}
-    conflicts = [
-        Conflict(
-            c["path"],
-            None,
-            None,
-            None,
-            TreeEntry(c["worktree"][0], c["worktree"][1], c["path"]) if c["worktree"] else None,
-            False,
-        )
-        for c in data.get("conflicts", [])
-    ]
-    return LayerResult(data["status"], [], layer, list(data["deletions"]), data["tree"], conflicts)
 
 
 def _summary(files: list[dict[str, Any]]) -> str:

@@ -18,6 +18,7 @@ with a note; the others stay.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from flagscale.core.gitcli import git, git_ok
 from flagscale.core.paths import check_relative
@@ -52,6 +53,40 @@ class LayerResult:
     deletions: list[str]
     tree: str
     conflicts: list[Conflict] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The result as the refresh state keeps it between stages."""
+        return {
+            "status": self.status,
+            "files": [f.to_json() for f in self.files],
+            "layer": {p: [e.mode, e.oid] for p, e in sorted(self.layer.items())},
+            "deletions": list(self.deletions),
+            "tree": self.tree,
+            "conflicts": [
+                {
+                    "path": c.path,
+                    "worktree": [c.worktree.mode, c.worktree.oid] if c.worktree else None,
+                }
+                for c in self.conflicts
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LayerResult:
+        """A result kept by ``to_json`` (its outcomes are not kept: the report has them)."""
+        layer = {p: TreeEntry(m, o, p) for p, (m, o) in data["layer"].items()}
+        conflicts = [
+            Conflict(
+                c["path"],
+                None,
+                None,
+                None,
+                TreeEntry(c["worktree"][0], c["worktree"][1], c["path"]) if c["worktree"] else None,
+                False,
+            )
+            for c in data.get("conflicts", [])
+        ]
+        return cls(data["status"], [], layer, list(data["deletions"]), data["tree"], conflicts)
 
 
 def layer_at(
