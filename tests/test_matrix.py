@@ -345,6 +345,23 @@ def test_a_stale_history_entry_is_its_rows_error_with_the_fix(tmp_path: Path) ->
     assert "this clone is shallow: fetch the full history (git fetch --unshallow)" in detail
 
 
+def test_a_clone_without_its_pins_gets_them_and_is_checked(tmp_path: Path) -> None:
+    # As `inv build` does: a pin missing from third_party/ is fetched (or imported), once.
+    rw = make_release_workspace(tmp_path)
+    base = rw.head()
+    write_patch_set(
+        rw, "Fresh_F1", BACKEND, make_patch(rw.upstream, rw.pin, edit_line(A, 3, "f")), base=base
+    )
+    sets = commit_all(rw.root, "a set")
+    record_history(rw, {"Fresh_F1": {"train": {BACKEND: [sets]}}})
+    clone = tmp_path / "clone"
+    run_git(tmp_path, "clone", "-q", rw.root.as_uri(), str(clone))
+    assert not (clone / "third_party" / BACKEND / ".git").exists()
+    row = build_matrix(load_workspace(clone))["rows"][0]
+    assert (row["on_base"]["status"], row["on_current"]["status"]) == ("applies", "applies")
+    assert run_git(clone / "third_party" / BACKEND, "cat-file", "-t", rw.pin) == "commit"
+
+
 def test_no_history_says_so(tmp_path: Path) -> None:
     rw = make_release_workspace(tmp_path)
     result = inv(rw.root, "matrix", check=False)

@@ -37,6 +37,7 @@ from flagscale.refresh.report import matrix_view
 from flagscale.release.matrix_html import render_html
 from flagscale.release.matrix_notes import not_clean_hint, row_notes
 from flagscale.runner.latest_results import DEFAULT_RESULTS, SmokeResult, latest_smoke_results
+from flagscale.upstream.sync import ensure_pin
 from flagscale.upstream.workspace import FLAGSCALE, Workspace, find_workspace
 from flagscale.vendor import crypto
 from flagscale.vendor.committed import CommittedPatchSet, CommittedState
@@ -343,9 +344,11 @@ def _tree_for(ws: Workspace, target: _Target) -> str:
         return layered_trees.flagscale_tree(
             ws, target.commit, exclude=layered_trees.WORKTREE_EXCLUDES
         )
+    backend = ws.backend(target.backend)
+    recorded = target.recorded if target.bare else None
+    pin = recorded or layered_trees.pin_at(ws, backend, target.commit)
+    ensure_pin(ws, backend, pin, declared_at=target.commit)  # fetched or imported if missing
     if target.bare:
-        backend = ws.backend(target.backend)
-        pin = target.recorded or layered_trees.pin_at(ws, backend, target.commit)
         return layered_trees.pin_tree(ws, backend, pin)
     return layered_trees.layered_tree(ws, target.backend, target.commit)
 
