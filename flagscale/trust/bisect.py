@@ -502,17 +502,9 @@ def bisect_command(
     start: Path | None = None,
 ) -> BisectResult:
     """``inv bisect``: prints each step and the culprit; writes ``logs/bisect/<V_M>/``."""
-    from flagscale.trust.smoke_cases import resolve_cases
-    from flagscale.upstream.workspace import find_workspace
-    from flagscale.vendor.patchset import check_device_type
+    from flagscale.trust.smoke_cases import device_workspace, resolve_cases
 
-    if not device_type:
-        raise FlagScaleError(
-            "no --device given", hint="name a device type, e.g. --device Generic_CPU"
-        )
-    check_device_type(device_type)
-    ws = find_workspace(start)
-    here = (start or Path.cwd()).resolve()
+    ws, here = device_workspace(device_type, start)
     cases = resolve_cases(ws.root, case, here=here)
     logs = fresh_folder(
         ws.root / "logs" / "bisect" / device_type,

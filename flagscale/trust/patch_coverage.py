@@ -157,17 +157,9 @@ def coverage_command(
     A smoke job that fails under measurement still gives its report; the command then fails
     with the job's error.
     """
-    from flagscale.trust.smoke_cases import resolve_cases
-    from flagscale.upstream.workspace import find_workspace
-    from flagscale.vendor.patchset import check_device_type
+    from flagscale.trust.smoke_cases import device_workspace, resolve_cases
 
-    if not device_type:
-        raise FlagScaleError(
-            "no --device given", hint="name a device type, e.g. --device Generic_CPU"
-        )
-    check_device_type(device_type)
-    ws = find_workspace(start)
-    here = (start or Path.cwd()).resolve()
+    ws, here = device_workspace(device_type, start)
     build = _located(build_dir, here, ws.root) if build_dir else ws.root / "build" / device_type
     if not build.is_dir():
         raise FlagScaleError(

@@ -1,12 +1,15 @@
-"""Which smoke cases a trust command runs: ``--case`` (a name or a file), or every case in CI."""
+"""What a trust command works on: the device type's workspace, and which smoke cases it runs
+(``--case``, a name or a file, or every case in CI)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from flagscale.core.errors import FlagScaleError
+from flagscale.upstream.workspace import Workspace, find_workspace
+from flagscale.vendor.patchset import check_device_type
 
-__all__ = ["SMOKE_CASES", "resolve_cases"]
+__all__ = ["SMOKE_CASES", "device_workspace", "resolve_cases"]
 
 SMOKE_CASES = "ci/smoke"  # flagscale.ci.devices.SMOKE_CASES: what CI runs for every device
 
@@ -35,3 +38,14 @@ def resolve_cases(root: Path, case: str | None, *, here: Path | None = None) -> 
         f"smoke case {case!r} not found (as a file, or in {SMOKE_CASES}/: {names})",
         hint="pass --case with a case name or file, e.g. --case gpt_tiny_tp2",
     )
+
+
+def device_workspace(device_type: str | None, start: Path | None) -> tuple[Workspace, Path]:
+    """The workspace of a trust command on ``device_type`` (checked), and the folder the paths
+    the user gave are relative to."""
+    if not device_type:
+        raise FlagScaleError(
+            "no --device given", hint="name a device type, e.g. --device Generic_CPU"
+        )
+    check_device_type(device_type)
+    return find_workspace(start), (start or Path.cwd()).resolve()
