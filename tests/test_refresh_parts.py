@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.patch_names import unquote_path
 from flagscale.refresh.declaration import with_release
 from flagscale.refresh.merge3 import Labels, has_markers, merge_bytes
-from flagscale.refresh.patchfile import parse_patch, unquote_path
+from flagscale.refresh.patchfile import parse_patch
+from flagscale.trust.hunks import parse_patch as parse_hunks
 from flagscale.upstream.workspace import ReleaseSource
 from tests.gitrepos import Exec, Link, make_repo, run_git, write_files
 
@@ -83,6 +85,9 @@ def test_renames_in_a_foreign_patch_name_both_paths(tmp_path: Path) -> None:
     sections = parse_patch(git_patch(tmp_path, "-M"))
     renamed = next(s for s in sections if s.new_path == "renamed.txt")
     assert renamed.old_path == "moved.txt" and renamed.paths == ("moved.txt", "renamed.txt")
+    # trust's hunk reader takes the names from the same place (flagscale.core.patch_names)
+    files = parse_hunks(git_patch(tmp_path / "again", "-M"))
+    assert [(f.old_path, f.new_path) for f in files] == [(s.old_path, s.new_path) for s in sections]
 
 
 def test_quoted_names_and_bad_input() -> None:

@@ -17,6 +17,9 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from flagscale.core.errors import FlagScaleError
+from flagscale.core.patch_names import section_paths
+
 __all__ = [
     "FilePatch",
     "Hunk",
@@ -235,37 +238,10 @@ def _parse_hunk(lines: list[bytes], start: int) -> tuple[int, Hunk]:
 
 
 def _paths(header: list[bytes]) -> tuple[str | None, str | None]:
-    old = new = None
-    minus = [line for line in header if line.startswith(b"--- ")]
-    plus = [line for line in header if line.startswith(b"+++ ")]
-    if minus and plus:
-        old, new = _side(minus[0][4:], b"a/"), _side(plus[0][4:], b"b/")
-        return old, new
-    name = _name_from_diff_line(header[0])
-    if any(line.startswith(b"new file mode") for line in header):
-        return None, name
-    if any(line.startswith(b"deleted file mode") for line in header):
-        return name, None
-    return name, name
-
-
-def _side(raw: bytes, prefix: bytes) -> str | None:
-    raw = raw.rstrip(b"\t")
-    if raw == b"/dev/null":
-        return None
-    name = _unquote(raw)
-    if not name.startswith(prefix):
-        raise PatchError(f"path {name!r} lacks the {prefix.decode()} prefix")
-    return name[len(prefix) :].decode("utf-8", "surrogateescape")
-
-
-def _name_from_diff_line(line: bytes) -> str:
-    rest = line[len(b"diff --git ") :]
-    if rest.startswith(b'"'):
-        first, _, _ = _split_quoted(rest)
-        return _unquote(first)[2:].decode("utf-8", "surrogateescape")
-    size = (len(rest) - 5) // 2  # "a/P b/P": no renames, so both names are the same
-    return rest[2 : 2 + size].decode("utf-8", "surrogateescape")
+    try:
+        return section_paths(header, "patch")
+    except FlagScaleError as exc:
+        raise PatchError(exc.message) from None
 
 
 def _split_quoted(raw: bytes) -> tuple[bytes, bytes, bytes]:
@@ -273,31 +249,6 @@ def _split_quoted(raw: bytes) -> tuple[bytes, bytes, bytes]:
     while end < len(raw) and raw[end : end + 1] != b'"':
         end += 2 if raw[end : end + 1] == b"\\" else 1
     return raw[: end + 1], b" ", raw[end + 2 :]
-
-
-_ESCAPES = {b"n": b"\n", b"t": b"\t", b'"': b'"', b"\\": b"\\", b"a": b"\a", b"b": b"\b",
-            b"f": b"\f", b"r": b"\r", b"v": b"\v"}  # fmt: skip
-
-
-def _unquote(raw: bytes) -> bytes:
-    """A name as git writes it: plain, or in double quotes with C escapes (octal bytes)."""
-    if not raw.startswith(b'"'):
-        return raw
-    body, out, index = raw[1:-1], bytearray(), 0
-    while index < len(body):
-        char = body[index : index + 1]
-        if char != b"\\":
-            out += char
-            index += 1
-            continue
-        code = body[index + 1 : index + 2]
-        if code.isdigit():
-            out.append(int(body[index + 1 : index + 4], 8))
-            index += 4
-        else:
-            out += _ESCAPES.get(code, code)
-            index += 2
-    return bytes(out)
 
 
 def _range(start: int, count: int) -> str:
