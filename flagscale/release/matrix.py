@@ -134,7 +134,11 @@ def build_matrix(
         else _unreadable_row(f, smoke)
         for f in found
     ]
-    progress.finish(f"checked {len(rows)} patch sets")
+    unreadable = len(found) - len(patch_sets)
+    progress.finish(
+        f"checked {len(patch_sets)} patch sets"
+        + (f", {unreadable} not readable (see their rows)" if unreadable else "")
+    )
     refresh = matrix_view(ws)
     document = {
         "schema_version": SCHEMA_VERSION,
