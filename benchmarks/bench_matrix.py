@@ -21,60 +21,29 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.generated import (  # noqa: E402
+    BACKEND,
+    commit,
+    diff,
+    git,
+    module,
+    timed,
+    upstream_path,
+    write,
+)
 from benchmarks.isolation import isolate  # noqa: E402
 from flagscale.builds.builder import BuildRequest, build_devices  # noqa: E402
 from flagscale.overlay import layered_trees  # noqa: E402
 from flagscale.release.matrix import build_matrix, render_table  # noqa: E402
 from flagscale.upstream.workspace import load_workspace  # noqa: E402
 from tests.release_fixtures import ReleaseWorkspace, write_patch_set  # noqa: E402
-
-BACKEND = "Megatron-LM"
-
-
-def git(cwd: Path, *args: str, stdin: bytes | None = None) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, input=stdin, capture_output=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"git {' '.join(args)} failed in {cwd}: {result.stderr.decode()}")
-    return result.stdout.decode("utf-8", "surrogateescape").strip()
-
-
-def module(index: int, tag: str = "", lines: int = 40) -> str:
-    body = "".join(f"    value_{i} = {index} * {i}  # {tag}\n" for i in range(lines))
-    return f'"""Module {index}."""\n\n\ndef compute_{index}():\n{body}    return value_0\n'
-
-
-def write(root: Path, files: dict[str, str]) -> None:
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-
-
-def commit(repo: Path, message: str) -> str:
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "--allow-empty", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
-
-
-def diff(repo: Path) -> bytes:
-    """The work tree's changes as a binary, full-index patch; the work tree is reset after."""
-    command = ["git", "diff", "--binary", "--full-index"]
-    patch = subprocess.run(command, cwd=repo, capture_output=True, check=True).stdout
-    git(repo, "checkout", "-q", "--", ".")
-    return patch
-
-
-def upstream_path(index: int) -> str:
-    return f"megatron/core/pkg{index // 100:02d}/mod{index:04d}.py"
 
 
 def make_workspace(tmp: Path, args: argparse.Namespace) -> tuple[ReleaseWorkspace, dict]:
@@ -110,14 +79,7 @@ def make_workspace(tmp: Path, args: argparse.Namespace) -> tuple[ReleaseWorkspac
         start = 1 + device_index * args.patch_files
         picks = [(start + j * 3) % args.upstream_files for j in range(args.patch_files)]
         write(layered, {upstream_path(i): module(i, f"{device} patch") for i in picks})
-        patch = subprocess.run(
-            ["git", "diff", "--binary", "--full-index"],
-            cwd=layered,
-            capture_output=True,
-            check=True,
-        ).stdout
-        git(layered, "checkout", "-q", "--", ".")
-        write_patch_set(rw, device, BACKEND, patch, base=base)
+        write_patch_set(rw, device, BACKEND, diff(layered), base=base)
         fs_picks = [(device_index * 37 + j) % 500 for j in range(args.patch_files)]
         write(
             flagscale_work,
@@ -146,15 +108,9 @@ def make_workspace(tmp: Path, args: argparse.Namespace) -> tuple[ReleaseWorkspac
 
 def build_trees(ws, commits: dict) -> None:  # type: ignore[no-untyped-def]
     """The four trees the matrix needs (2 backends x recorded base and HEAD), timed alone."""
-    for commit in (commits["base"], commits["head"]):
-        layered_trees.layered_tree(ws, BACKEND, commit)
-        layered_trees.flagscale_tree(ws, commit, exclude=layered_trees.WORKTREE_EXCLUDES)
-
-
-def timed(action):  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    result = action()
-    return time.perf_counter() - started, result
+    for at in (commits["base"], commits["head"]):
+        layered_trees.layered_tree(ws, BACKEND, at)
+        layered_trees.flagscale_tree(ws, at, exclude=layered_trees.WORKTREE_EXCLUDES)
 
 
 def main() -> None:

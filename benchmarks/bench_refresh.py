@@ -28,15 +28,23 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.generated import (  # noqa: E402
+    BACKEND,
+    commit,
+    diff,
+    git,
+    module,
+    timed,
+    upstream_path,
+    write,
+)
 from benchmarks.isolation import isolate  # noqa: E402
 from flagscale.builds.builder import BuildRequest, build_devices  # noqa: E402
 from flagscale.overlay.layered_trees import layered_tree, scratch_git  # noqa: E402
@@ -47,49 +55,10 @@ from flagscale.refresh.set_carry import Trees, step_between  # noqa: E402
 from flagscale.upstream.workspace import load_workspace  # noqa: E402
 from tests.release_fixtures import ReleaseWorkspace, write_patch_set  # noqa: E402
 
-BACKEND = "Megatron-LM"
-
-
-def git(cwd: Path, *args: str) -> str:
-    result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"git {' '.join(args)} failed in {cwd}: {result.stderr.decode()}")
-    return result.stdout.decode("utf-8", "surrogateescape").strip()
-
-
-def module(index: int, tag: str = "", lines: int = 40) -> str:
-    body = "".join(f"    value_{i} = {index} * {i}  # {tag}\n" for i in range(lines))
-    return f'"""Module {index}."""\n\n\ndef compute_{index}():\n{body}    return value_0\n'
-
 
 def edited(text: str, value: int, tag: str) -> str:
     """``text`` with the line of ``value_<value>`` tagged."""
     return text.replace(f"    value_{value} = ", f"    value_{value} = {tag} and ", 1)
-
-
-def write(root: Path, files: dict[str, str]) -> None:
-    for relative, text in files.items():
-        path = root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-
-
-def commit(repo: Path, message: str) -> str:
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "--allow-empty", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
-
-
-def diff(repo: Path) -> bytes:
-    patch = subprocess.run(
-        ["git", "diff", "--binary", "--full-index"], cwd=repo, capture_output=True, check=True
-    ).stdout
-    git(repo, "checkout", "-q", "--", ".")
-    return patch
-
-
-def upstream_path(index: int) -> str:
-    return f"megatron/core/pkg{index // 100:02d}/mod{index:04d}.py"
 
 
 def picks(device: int, args: argparse.Namespace) -> list[int]:
@@ -158,12 +127,6 @@ def move_upstream(upstream: Path, args: argparse.Namespace, layer_files: list[in
     return commit(upstream, "upstream moves on")
 
 
-def timed(action):  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    result = action()
-    return time.perf_counter() - started, result
-
-
 def unchanged_set_cost(root: Path, args: argparse.Namespace, repeat: int) -> dict[str, float]:
     """Carrying one unchanged set, against ``git apply --check --cached`` of it on its tree."""
     ws = load_workspace(root)
@@ -202,6 +165,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--keep", action="store_true", help="keep the generated workspace")
     args = parser.parse_args()
+    if args.devices < 3:  # upstream moves under devices 0 and 1; the last one must stay unchanged
+        parser.error("--devices must be at least 3")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-refresh-"))
     isolate(tmp)
