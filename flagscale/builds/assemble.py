@@ -17,6 +17,7 @@ from pathlib import Path
 from flagscale.builds.write_failures import failure_from_git
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import GitError, GitResult, git, git_result
+from flagscale.core.gitlisting import listed_entries
 from flagscale.core.paths import check_relative
 from flagscale.core.treelinks import tree_symlinks
 from flagscale.vendor.legacy_apply import (
@@ -303,13 +304,7 @@ class Assembler:
 
     def entries(self, tree: str) -> dict[str, tuple[str, str]]:
         """Every file of ``tree``: path → (mode, blob id)."""
-        raw = self.run(["ls-tree", "-r", "-z", "--full-tree", tree], "list")
-        found = {}
-        for record in filter(None, raw.split(b"\0")):
-            meta, _, name = record.partition(b"\t")
-            mode, _kind, oid = meta.decode().split()
-            found[name.decode("utf-8", "surrogateescape")] = (mode, oid)
-        return found
+        return listed_entries(self.run(["ls-tree", "-r", "-z", "--full-tree", tree], "list"))
 
     def unmerged(self, index: str) -> list[str]:
         """Paths with conflict stages in temp index ``index``."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from flagscale.builds.assemble import Assembler, Component, patch_paths
 from flagscale.core.atomic import write_atomically
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.gitlisting import listed_entries
 from flagscale.core.schema import SchemaError, parse_document, validate
 from flagscale.vendor.set_results import SetResults, sealed_path, sealed_value
 
@@ -91,14 +92,8 @@ def _blobs(
 ) -> dict[str, str | None]:
     """path → blob id in ``tree`` (None where the file is absent), for ``paths``."""
     raw = assembler.run(["ls-tree", "-r", "-z", "--full-tree", tree], f"ls-{component.name}")
-    wanted = set(paths)
-    found: dict[str, str | None] = dict.fromkeys(paths)
-    for record in filter(None, raw.split(b"\0")):
-        meta, _, name = record.partition(b"\t")
-        path = name.decode("utf-8", "surrogateescape")
-        if path in wanted:
-            found[path] = meta.decode().split(" ")[2]
-    return found
+    listed = listed_entries(raw)
+    return {path: listed[path][1] if path in listed else None for path in paths}
 
 
 def _differences(

@@ -22,6 +22,7 @@ from flagscale.core.atomic import write_atomically
 from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import GitError, git, git_ok, git_text
+from flagscale.core.gitlisting import listed_entries
 from flagscale.upstream.workspace import Workspace
 
 __all__ = ["Change", "Commit", "finish_move", "make_commit", "move_branch", "write_blobs"]
@@ -175,13 +176,8 @@ def _blobs_at(ws: Workspace, commit: str, paths: list[str]) -> dict[str, str]:
     if not paths:
         return {}
     raw = git(["ls-tree", "-r", "-z", commit, "--", *paths], ws.root)
-    found = {}
-    for record in filter(None, raw.split(b"\0")):
-        meta, _, name = record.partition(b"\t")
-        mode, _kind, oid = meta.decode().split()
-        if mode in ("100644", "100755"):
-            found[name.decode("utf-8", "surrogateescape")] = oid
-    return found
+    listed = listed_entries(raw)
+    return {path: oid for path, (mode, oid) in listed.items() if mode in ("100644", "100755")}
 
 
 def _read_tree(ws: Workspace, old: str, new: str) -> None:

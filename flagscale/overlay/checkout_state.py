@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flagscale.core.gitcli import git, git_text
+from flagscale.core.gitlisting import listed_entries
 from flagscale.overlay.layer_files import file_oid, link_oid
 
 __all__ = [
@@ -51,14 +52,7 @@ class PinTree:
     @classmethod
     def read(cls, checkout: Path, commit: str) -> PinTree:
         raw = git(["ls-tree", "-r", "-z", "--full-tree", commit], checkout)
-        entries: dict[str, tuple[str, str]] = {}
-        for record in raw.split(b"\0"):
-            if not record:
-                continue
-            info, _, name = record.partition(b"\t")
-            mode, _kind, oid = info.decode().split(" ")
-            entries[name.decode("utf-8", "surrogateescape")] = (mode, oid)
-        return cls(commit, entries)
+        return cls(commit, listed_entries(raw))
 
     @property
     def folders(self) -> set[str]:

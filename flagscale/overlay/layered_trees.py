@@ -28,6 +28,7 @@ from pathlib import Path
 from flagscale.core.atomic import write_atomically
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import GitResult, commit_id, git, git_ok, git_result, git_text
+from flagscale.core.gitlisting import listed_entries
 from flagscale.core.paths import check_relative
 from flagscale.core.schema import parse_document, validate
 from flagscale.overlay.layer_shown import LayerPath
@@ -216,15 +217,8 @@ def tree_entries(repo: Path, tree: str, prefix: str = "") -> list[TreeEntry]:
     if prefix:
         args += ["--", f"{prefix}/"]
     raw = git(args, repo, env=_hermetic_env())
-    entries = []
-    for record in filter(None, raw.split(b"\0")):
-        meta, _, name = record.partition(b"\t")
-        mode, _kind, oid = meta.decode().split(" ")
-        path = name.decode("utf-8", "surrogateescape")
-        if prefix:
-            path = path[len(prefix) + 1 :]
-        entries.append(TreeEntry(mode, oid, path))
-    return entries
+    cut = len(prefix) + 1 if prefix else 0
+    return [TreeEntry(mode, oid, path[cut:]) for path, (mode, oid) in listed_entries(raw).items()]
 
 
 def _tree_from_entries(ws: Workspace, entries: Iterable[TreeEntry]) -> str:
@@ -413,13 +407,8 @@ def _worktree_env(ws: Workspace, index: Path) -> dict[str, str]:
 
 
 def _index_entries(repo: Path, env: dict[str, str]) -> list[TreeEntry]:
-    raw = git(["ls-files", "-s", "-z"], repo, env=env)
-    entries = []
-    for record in filter(None, raw.split(b"\0")):
-        meta, _, name = record.partition(b"\t")
-        mode, oid, _stage = meta.decode().split(" ")
-        entries.append(TreeEntry(mode, oid, name.decode("utf-8", "surrogateescape")))
-    return entries
+    listed = listed_entries(git(["ls-files", "-s", "-z"], repo, env=env))
+    return [TreeEntry(mode, oid, path) for path, (mode, oid) in listed.items()]
 
 
 def worktree_tree(ws: Workspace, backend: Backend | str) -> str:

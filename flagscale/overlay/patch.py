@@ -15,6 +15,7 @@ from pathlib import Path
 
 from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
+from flagscale.core.gitlisting import listed_entries
 from flagscale.core.paths import check_relative, ensure_inside
 from flagscale.core.repository_lock import repository_lock
 from flagscale.core.savededits import (
@@ -501,12 +502,7 @@ def _committed(workspace: Workspace, backend: Backend) -> dict[str, tuple[str, s
         ["ls-tree", "-r", "-z", "HEAD", "--", f"{backend.layer}/", backend.deletions],
         workspace.root,
     )
-    found = {}
-    for record in filter(None, raw.split(b"\0")):
-        meta, _, name = record.partition(b"\t")
-        mode, _kind, oid = meta.decode().split(" ")
-        found[name.decode("utf-8", "surrogateescape")] = (mode, oid)
-    return found
+    return listed_entries(raw)
 
 
 def _entry_id(state: State) -> tuple[str, str]:

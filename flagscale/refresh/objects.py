@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flagscale.core.gitcli import clean_env
+from flagscale.core.gitlisting import listed_entries
 from flagscale.overlay.layered_trees import (
     EMPTY_TREE,
     TreeEntry,
@@ -172,12 +173,9 @@ class Objects:
             if result.returncode != 0:
                 return ApplyResult(None, "", result.stderr.decode("utf-8", "replace"))
             listed = scratch_git(self.ws, ["ls-files", "-s", "-z"], index=index)
-        entries: Tree = {}
-        for record in filter(None, listed.split(b"\0")):
-            meta, _, name = record.partition(b"\t")
-            mode, oid, _stage = meta.decode().split(" ")
-            path = name.decode("utf-8", "surrogateescape")
-            entries[path] = TreeEntry(mode, oid, path)
+        entries: Tree = {
+            path: TreeEntry(mode, oid, path) for path, (mode, oid) in listed_entries(listed).items()
+        }
         return ApplyResult(entries, "", result.stderr.decode("utf-8", "replace"))
 
     def check(self, patch: bytes, files: Mapping[str, TreeEntry]) -> ApplyResult:

@@ -17,6 +17,7 @@ from pathlib import Path
 from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git, git_text
+from flagscale.core.gitlisting import listed_entries
 from flagscale.upstream.workspace import Workspace
 
 __all__ = [
@@ -106,15 +107,7 @@ def check_untouched(ws: Workspace, paths: list[str], commits: tuple[str, str]) -
 
 
 def _entries(ws: Workspace, args: list[str]) -> dict[str, tuple[str, str]]:
-    raw = git(args, ws.root)
-    found = {}
-    for record in filter(None, raw.split(b"\0")):
-        meta, _, name = record.partition(b"\t")
-        fields = meta.decode().split()
-        listed = fields[1] in ("blob", "commit", "tree")  # ls-tree: mode type oid
-        mode, oid = fields[0], fields[2] if listed else fields[1]  # ls-files -s: mode oid stage
-        found[name.decode("utf-8", "surrogateescape")] = (mode, oid)
-    return found
+    return listed_entries(git(args, ws.root))
 
 
 def _worktree_entry(ws: Workspace, path: str) -> str | None:

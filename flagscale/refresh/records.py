@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flagscale.core.gitcli import git
+from flagscale.core.gitlisting import listed_entries
 from flagscale.core.schema import parse_document, validate
 from flagscale.overlay.layer_files import blob_oid, deletions_text
 from flagscale.overlay.layered_trees import TreeEntry
@@ -63,13 +64,9 @@ def _entries_at(ws: Workspace, commit: str, paths: list[str]) -> dict[str, tuple
     """(mode, oid) of each of ``paths`` that ``commit`` holds, in one ``ls-tree``."""
     if not paths:
         return {}
-    raw = git(["ls-tree", "-r", "-z", "--full-tree", commit, "--", *paths], ws.root)
-    found = {}
-    for record in filter(None, raw.split(b"\0")):
-        meta, _, name = record.partition(b"\t")
-        mode, _kind, oid = meta.decode().split()
-        found[name.decode("utf-8", "surrogateescape")] = (mode, oid)
-    return found
+    return listed_entries(
+        git(["ls-tree", "-r", "-z", "--full-tree", commit, "--", *paths], ws.root)
+    )
 
 
 def _same(current: tuple[str, str] | None, put: Put | None) -> bool:

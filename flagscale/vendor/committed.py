@@ -19,6 +19,7 @@ import yaml
 
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import commit_id, git, git_ok, git_text
+from flagscale.core.gitlisting import listed_entries
 from flagscale.core.schema import validate
 from flagscale.upstream.workspace import DECLARATION, Workspace
 from flagscale.vendor.set_plan import Entry, SetPlan
@@ -127,12 +128,7 @@ class CommittedTree:
 
     def _list(self, paths: list[str]) -> dict[str, tuple[str, str]]:
         raw = git(["ls-tree", "-r", "-z", "--full-tree", self.commit, "--", *paths], self.root)
-        entries: dict[str, tuple[str, str]] = {}
-        for record in filter(None, raw.split(b"\0")):
-            info, _, name = record.partition(b"\t")
-            mode, _kind, oid = info.decode().split()
-            entries[name.decode("utf-8", "surrogateescape")] = (mode, oid)
-        return entries
+        return listed_entries(raw)
 
     def where(self, path: str) -> str:
         """How messages name ``path``: ``<path> at <commit>``."""
