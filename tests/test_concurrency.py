@@ -188,7 +188,7 @@ def test_second_patch_is_refused_while_the_first_is_committing(adapted: VendorWo
     assert run_git(adapted.root, "diff", "--cached", "--name-only") == "tools/x.txt"
 
 
-def test_history_writers_and_the_overlay_wait_for_a_patch(adapted: VendorWorkspace) -> None:
+def test_history_writers_the_overlay_and_refresh_wait_for_a_patch(adapted: VendorWorkspace) -> None:
     inv(adapted.root, *patch_args(adapted, SECOND))
     before = repo_state(adapted.root)
     with paused(adapted.root, "patch-sets:swapped", patch_args(adapted, FIRST)) as first:
@@ -198,6 +198,9 @@ def test_history_writers_and_the_overlay_wait_for_a_patch(adapted: VendorWorkspa
             ["check-history", "--repair"],
             ["unpatch"],
             ["patch"],
+            ["refresh", "--continue"],
+            ["refresh", "--abort"],
+            ["bisect-upstream", "--device", FIRST, "--good", "v1", "--bad", "v2"],
         ):
             assert_refused_by(inv(adapted.root, *args, check=False), holder, first.process.pid)
         assert not (adapted.root / "hardware" / "patch_history.yaml").exists()

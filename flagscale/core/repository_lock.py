@@ -1,7 +1,8 @@
 """One writer at a time in a user's repository: the lock that says who holds it.
 
 Commands that write a user's work tree, index or branch (``inv patch --device-type``, ``inv
-patch``, ``inv unpatch``, ``inv record-history``, ``inv check-history --repair``) hold
+patch``, ``inv unpatch``, ``inv record-history``, ``inv check-history --repair``, ``inv
+import-flagscale``, ``inv refresh``, ``inv bisect-upstream``) hold
 ``<git-dir>/flagscale/repository.lock`` while they run. ``<git-dir>`` is the work tree's own git
 folder (``git rev-parse --absolute-git-dir``), so each worktree of a repository, which has its
 own index and ``HEAD``, has its own lock.

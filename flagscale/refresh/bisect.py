@@ -30,6 +30,7 @@ from typing import Any
 from flagscale.core.atomic import write_atomically
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git, git_ok
+from flagscale.core.repository_lock import repository_lock
 from flagscale.core.schema import validate
 from flagscale.overlay.layered_trees import scratch_git
 from flagscale.refresh.carry import Step
@@ -43,7 +44,7 @@ from flagscale.refresh.prove import prove_device
 from flagscale.refresh.publish import head_of
 from flagscale.refresh.records import device_changes, history_data, pin_changes
 from flagscale.refresh.set_carry import DeviceSets, SetKeys, Trees, carry_set, read_device
-from flagscale.refresh.state import RefreshLock, refresh_dir
+from flagscale.refresh.state import refresh_dir
 from flagscale.refresh.target import PinMove, commit_of
 from flagscale.upstream.release_import import RELEASE_REF_PREFIX, install_release
 from flagscale.upstream.sync import ensure_checkout
@@ -320,7 +321,7 @@ def bisect_upstream(
     ``pre`` counts pre-releases among a release backend's versions.
     """
     check_device_type(device)
-    with RefreshLock(ws):
+    with repository_lock(ws.root, "inv bisect-upstream"):
         head = head_of(ws)
         committed = CommittedState(ws.root, head)
         if device not in committed.history:

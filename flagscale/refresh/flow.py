@@ -34,6 +34,7 @@ from flagscale.core.crashpoints import crash_point
 from flagscale.core.errors import FlagScaleError
 from flagscale.core.gitcli import git, git_ok, git_text
 from flagscale.core.progress import Progress
+from flagscale.core.repository_lock import repository_lock
 from flagscale.overlay.layered_trees import TreeEntry, diff_trees
 from flagscale.refresh.carry import Conflict, FileOutcome, Step
 from flagscale.refresh.chain import Put, drop_work_ref, make_commit
@@ -87,7 +88,7 @@ from flagscale.refresh.set_carry import (
     read_device,
     step_between,
 )
-from flagscale.refresh.state import RefreshLock, clear_state, load_state, refresh_dir, save_state
+from flagscale.refresh.state import clear_state, load_state, refresh_dir, save_state
 from flagscale.refresh.target import PinMove, move_pin
 from flagscale.upstream.release_import import RELEASE_REF_PREFIX
 from flagscale.upstream.workspace import (
@@ -137,7 +138,7 @@ def start_refresh(
     ws: Workspace, backend_name: str, to: str, *, checkout: str | None, options: Options
 ) -> dict[str, Any]:
     """``inv refresh --backend B --to X``."""
-    with RefreshLock(ws):
+    with repository_lock(ws.root, f"inv refresh --backend {backend_name} --to {to}"):
         existing = load_state(ws)
         if existing is not None:
             raise FlagScaleError(
@@ -183,7 +184,7 @@ def start_refresh(
 
 def continue_refresh(ws: Workspace, options: Options) -> dict[str, Any]:
     """``inv refresh --continue``: settle the conflict read back, then go on."""
-    with RefreshLock(ws):
+    with repository_lock(ws.root, "inv refresh --continue"):
         state = state_or_error(ws)
         known = state["request"]["key_paths"]
         added = [str(Path(p).expanduser().resolve()) for p in options.key_paths]
@@ -210,7 +211,7 @@ def _paused_on_error(run: _Run) -> dict[str, Any]:
 
 def abort_refresh(ws: Workspace, report: Callable[[str], None] = print) -> None:
     """``inv refresh --abort``: put everything back as it was before the refresh started."""
-    with RefreshLock(ws):
+    with repository_lock(ws.root, "inv refresh --abort"):
         state = state_or_error(ws)
         published = state.get("published")
         if published:

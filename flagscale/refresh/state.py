@@ -1,31 +1,27 @@
-"""The state of a refresh in progress: one JSON file in the tool's private folder, and a lock.
+"""The state of a refresh in progress: one JSON file in the tool's private folder.
 
 ``.git/flagscale/refresh/state.json`` (schema ``refresh-state``) records what the refresh was
 asked, what it has done and what it is waiting for. It is rewritten whole (sibling + rename)
 after every step that changed anything, so a refresh killed at any moment finds, on
-``--continue`` or ``--abort``, the last completed step and nothing half-recorded. Only one
-refresh runs at a time per repository (``RefreshLock``).
+``--continue`` or ``--abort``, the last completed step and nothing half-recorded. A refresh
+holds the work tree's repository lock while it runs (:mod:`flagscale.core.repository_lock`), so
+no other command writes the branch, index or files under it.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from flagscale.core.atomic import write_atomically
 from flagscale.core.errors import FlagScaleError
-from flagscale.core.gitcli import git_text
 from flagscale.core.schema import validate
 from flagscale.upstream.workspace import Workspace
 
 __all__ = [
     "REPORT_NAME",
     "STATE_NAME",
-    "RefreshLock",
     "clear_state",
     "load_state",
     "refresh_dir",
@@ -43,12 +39,7 @@ def refresh_dir(ws: Workspace) -> Path:
     A refresh belongs to one work tree (its branch, index and files), so each of several
     ``git worktree`` checkouts of a repository has its own (``.git/worktrees/<name>/...``).
     """
-    return _git_dir(ws.root) / "flagscale" / "refresh"
-
-
-@lru_cache(maxsize=16)
-def _git_dir(root: Path) -> Path:
-    return Path(git_text(["rev-parse", "--absolute-git-dir"], root))
+    return ws.state_dir / "refresh"
 
 
 def load_state(ws: Workspace) -> dict[str, Any] | None:
@@ -83,34 +74,3 @@ def save_state(ws: Workspace, state: dict[str, Any]) -> None:
 def clear_state(ws: Workspace) -> None:
     """Remove the state: the refresh is finished or given up."""
     (refresh_dir(ws) / STATE_NAME).unlink(missing_ok=True)
-
-
-class RefreshLock:
-    """One refresh (or bisect) at a time in a repository: an exclusive ``flock``.
-
-    The lock dies with its process, so a refresh killed with ``kill -9`` never leaves it held.
-    """
-
-    def __init__(self, ws: Workspace) -> None:
-        self.path = refresh_dir(ws) / "lock"
-        self._descriptor: int | None = None
-
-    def __enter__(self) -> RefreshLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(descriptor)
-            raise FlagScaleError(
-                "another inv refresh or inv bisect-upstream is running in this repository",
-                hint="wait for it to finish, then run your command again",
-            ) from None
-        self._descriptor = descriptor
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._descriptor is not None:
-            fcntl.flock(self._descriptor, fcntl.LOCK_UN)
-            os.close(self._descriptor)
-            self._descriptor = None

@@ -26,7 +26,6 @@ from pathlib import Path
 from flagscale.core.errors import FlagScaleError, writing
 from flagscale.core.gitcli import GitError, git, git_text
 from flagscale.core.pause import pause_point
-from flagscale.core.repository_lock import git_dir
 from flagscale.upstream.workspace import Workspace
 from flagscale.vendor.patchset import HARDWARE
 
@@ -52,7 +51,7 @@ def recover(ws: Workspace) -> None:
 def recover_index(ws: Workspace) -> None:
     """A run killed while holding git's ``index.lock``: install its index when its commit is
     ``HEAD`` (killed between the two steps), else drop the lock; drop every private index."""
-    folder = _private_folder(ws)
+    folder = ws.state_dir
     if not folder.is_dir():
         return
     lock = _lock_of(_index_path(ws))
@@ -149,10 +148,6 @@ def check_filters(ws: Workspace, written: dict[str, bytes]) -> None:
 # --- the commit ---------------------------------------------------------------------------------
 
 
-def _private_folder(ws: Workspace) -> Path:
-    return git_dir(ws.root) / "flagscale"
-
-
 def _index_path(ws: Workspace) -> Path:
     """The work tree's index file (``git rev-parse --git-path index``: per worktree)."""
     return ws.root / git_text(["rev-parse", "--git-path", "index"], ws.root)
@@ -208,7 +203,7 @@ class _HeldIndex:
 
 def _take_index(ws: Workspace, paths: list[str]) -> _HeldIndex:
     """Prepare the user's index plus ``paths`` and take git's index lock with it."""
-    folder = _private_folder(ws)
+    folder = ws.state_dir
     folder.mkdir(parents=True, exist_ok=True)
     index = _index_path(ws)
     prepared = folder / f"{_PREPARED}{os.getpid()}"
@@ -243,7 +238,7 @@ def _take_index(ws: Workspace, paths: list[str]) -> _HeldIndex:
 
 def _tree_with(ws: Workspace, head: str, paths: list[str]) -> str:
     """The tree of ``head`` with ``paths`` as they are in the work tree."""
-    scratch = _private_folder(ws) / f"{_TREE}{os.getpid()}"
+    scratch = ws.state_dir / f"{_TREE}{os.getpid()}"
     env = {"GIT_INDEX_FILE": str(scratch)}
     try:
         git(["read-tree", head], ws.root, env=env)
