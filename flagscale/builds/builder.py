@@ -34,7 +34,7 @@ from flagscale.builds.assemble import (
     PatchPiece,
     piece_for_path,
 )
-from flagscale.builds.conflicts_folder import clear_conflicts, conflicts_path, record_contents
+from flagscale.builds.conflicts_folder import clear_conflicts, conflicts_path
 from flagscale.builds.fingerprint import (
     RECORD_NAME,
     STATE_NAME,
@@ -681,7 +681,7 @@ def _leave_conflicts(
             prefix = f"{component.prefix}/" if component.prefix else ""
             conflicted += [f"{prefix}{path}" for path in paths]
         _check_links(ws, plan, components, _folder_links(staging))
-        record_contents(staging)
+        write_state(staging)  # what the next build compares before it removes the folder
         clear_conflicts(target, report)
         replace_directory(staging, target)
     finally:
