@@ -83,8 +83,10 @@ def fetch_artifact(
         return cached
     cached.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".incoming-", dir=cached.parent) as folder:
-        incoming, origin = _acquire(source, Path(folder), workspace_root or Path.cwd(), meter)
-        _verify(incoming, source, origin)
+        incoming, origin, digest = _acquire(
+            source, Path(folder), workspace_root or Path.cwd(), meter
+        )
+        _verify(digest, source, origin)
         os.replace(incoming, cached)
     return cached
 
@@ -98,10 +100,12 @@ def _check_source(source: ReleaseSource) -> None:
 
 def _acquire(
     source: ReleaseSource, folder: Path, root: Path, meter: Meter | None
-) -> tuple[Path, str]:
+) -> tuple[Path, str, str]:
+    """(the file, where it came from, its sha256 as it was copied)."""
+    target = folder / source.filename
     if source.url:
-        return _download_url(source.url, folder / source.filename, root, meter), source.url
-    return fetch_from_index(
+        return target, source.url, _download_url(source.url, target, root, meter)
+    path, origin = fetch_from_index(
         source.package,
         source.version,
         source.filename,
@@ -110,28 +114,28 @@ def _acquire(
         cache_path(source).parent,
         meter,
     )
+    return path, origin, source.sha256  # fetch_from_index takes only a file with that sha256
 
 
-def _download_url(url: str, target: Path, root: Path, meter: Meter | None) -> Path:
+def _download_url(url: str, target: Path, root: Path, meter: Meter | None) -> str:
+    """Copy what ``url`` names to ``target``; return its sha256."""
     scheme = urlsplit(url).scheme
     if scheme == "https":
-        _copy_https(url, target, meter)
-    elif scheme == "file":
-        _copy_file(Path(urllib.request.url2pathname(urlsplit(url).path)), target, url, meter)
-    elif not scheme:
-        _copy_file(root / url, target, url, meter)
-    else:
-        raise FlagScaleError(
-            f"release url {url!r}: unsupported scheme {scheme!r}",
-            hint="use https://, file:// or a path relative to the workspace root",
-        )
-    return target
+        return _copy_https(url, target, meter)
+    if scheme == "file":
+        return _copy_file(Path(urllib.request.url2pathname(urlsplit(url).path)), target, url, meter)
+    if not scheme:
+        return _copy_file(root / url, target, url, meter)
+    raise FlagScaleError(
+        f"release url {url!r}: unsupported scheme {scheme!r}",
+        hint="use https://, file:// or a path relative to the workspace root",
+    )
 
 
-def _copy_https(url: str, target: Path, meter: Meter | None) -> None:
+def _copy_https(url: str, target: Path, meter: Meter | None) -> str:
     try:
         with urllib.request.urlopen(url, timeout=120) as response, target.open("wb") as out:
-            copy_stream(response, out, total=content_length(response.headers), meter=meter)
+            return copy_stream(response, out, total=content_length(response.headers), meter=meter)
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise FlagScaleError(
@@ -140,10 +144,10 @@ def _copy_https(url: str, target: Path, meter: Meter | None) -> None:
         ) from exc
 
 
-def _copy_file(path: Path, target: Path, url: str, meter: Meter | None) -> None:
+def _copy_file(path: Path, target: Path, url: str, meter: Meter | None) -> str:
     try:
         with path.open("rb") as source, target.open("wb") as out:
-            copy_stream(source, out, total=path.stat().st_size, meter=meter)
+            return copy_stream(source, out, total=path.stat().st_size, meter=meter)
     except OSError as exc:
         raise FlagScaleError(
             f"cannot read release archive {url} ({path}): {exc.strerror or exc}",
@@ -151,8 +155,7 @@ def _copy_file(path: Path, target: Path, url: str, meter: Meter | None) -> None:
         ) from exc
 
 
-def _verify(path: Path, source: ReleaseSource, origin: str) -> None:
-    actual = sha256_of(path)
+def _verify(actual: str, source: ReleaseSource, origin: str) -> None:
     if actual != source.sha256:
         raise FlagScaleError(
             f"{source.filename} from {origin}: sha256 mismatch: expected {source.sha256},"
@@ -229,17 +232,24 @@ def _prepare_repository(repo: Path) -> bool:
     return True
 
 
-def import_release(source: ReleaseSource, repo: Path, *, workspace_root: Path | None = None) -> str:
+def import_release(
+    source: ReleaseSource,
+    repo: Path,
+    *,
+    workspace_root: Path | None = None,
+    archive: Path | None = None,
+) -> str:
     """Import the release into ``repo`` (``git init`` if missing) and return its commit id.
 
-    Writes ``refs/flagscale/releases/<version>``. A fresh repository is checked out at the
-    commit, detached; an existing one gains the commit and keeps its work tree as it is.
+    ``archive`` is the verified artifact when the caller fetched it already. Writes
+    ``refs/flagscale/releases/<version>``. A fresh repository is checked out at the commit,
+    detached; an existing one gains the commit and keeps its work tree as it is.
     """
     if not git_ok(["check-ref-format", release_ref(source)], Path(tempfile.gettempdir())):
         raise FlagScaleError(f"release version {source.version!r} cannot name a git ref")
-    entries = read_archive(
-        fetch_artifact(source, workspace_root=workspace_root), source.strip_prefix
-    )
+    if archive is None:
+        archive = fetch_artifact(source, workspace_root=workspace_root)
+    entries = read_archive(archive, source.strip_prefix)
     fresh = _prepare_repository(repo)
     ref = release_ref(source)
     stream = _fast_import_stream(entries, ref, commit_message(source))
@@ -261,28 +271,28 @@ def install_release(
     progress = Progress(label, total=2)
     getting = f"getting {source.filename}"
     progress.step(getting)
-    fetch_artifact(
+    archive = fetch_artifact(
         source,
         workspace_root=workspace_root,
         meter=lambda done, total: progress.transfer(getting, done, total),
     )
     progress.step(f"importing {source.filename} into {checkout}")
     if is_repository(checkout):
-        commit = import_release(source, checkout, workspace_root=workspace_root)
+        commit = import_release(source, checkout, archive=archive)
         _check_pin(commit, source, pin, label)
     else:
-        commit = _import_beside(source, checkout, workspace_root, pin, label)
+        commit = _import_beside(source, checkout, archive, pin, label)
     progress.finish(f"{source.package} {source.version} is commit {commit}")
     return commit
 
 
 def _import_beside(
-    source: ReleaseSource, checkout: Path, workspace_root: Path, pin: str | None, label: str
+    source: ReleaseSource, checkout: Path, archive: Path, pin: str | None, label: str
 ) -> str:
     _prepare_parent(checkout)
     building = Path(tempfile.mkdtemp(prefix=f".{checkout.name}.import-", dir=checkout.parent))
     try:
-        commit = import_release(source, building, workspace_root=workspace_root)
+        commit = import_release(source, building, archive=archive)
         _check_pin(commit, source, pin, label)
         _move_into_place(building, checkout)
     finally:
